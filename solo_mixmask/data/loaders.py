@@ -1,0 +1,103 @@
+"""Datasets and DataLoaders for pretraining and evaluation, built from a parsed config."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Optional
+
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..config.loading import select
+from ..errors import DataError
+from .augmentations import build_eval_transform, build_pretrain_transform
+from .datasets import (
+    ImageDataset,
+    TorchvisionDataset,
+    fraction_indices,
+    has_class_folders,
+    scan_image_folder,
+    verify_images,
+)
+from .info import DATASETS
+
+
+def dataset_stats(cfg: DictConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation mean/std: the dataset's, overridable per config (``data.mean``/``data.std``)."""
+    info = DATASETS[cfg.data.dataset]
+    aug0 = cfg.augmentations[0] if select(cfg, "augmentations") else {}
+    mean = select(cfg, "data.mean") or (aug0.get("mean") if aug0 else None) or info.mean
+    std = select(cfg, "data.std") or (aug0.get("std") if aug0 else None) or info.std
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def build_dataset(cfg: DictConfig, path: str, train: bool, transform: Optional[Callable],
+                  with_index: bool = True, no_labels: bool = False) -> Dataset:
+    """An ImageFolder tree when ``path`` has class folders (or ``no_labels``); torchvision's
+    CIFAR/STL loader otherwise, for the datasets it knows."""
+    name = cfg.data.dataset
+    if DATASETS[name].torchvision and not no_labels and not has_class_folders(path):
+        return TorchvisionDataset(name, path, train, transform, bool(cfg.data.download),
+                                  with_index=with_index)
+    images = scan_image_folder(path, no_labels=no_labels)
+    if bool(select(cfg, "data.verify", False)):
+        bad = verify_images(images.paths)
+        if bad:
+            if not select(cfg, "data.skip_corrupt", False):
+                raise DataError(f"cannot read image {bad[0]} ({len(bad)} unreadable files in "
+                                f"{path}; set data.skip_corrupt=true to skip them)")
+            warnings.warn(f"skipping {len(bad)} unreadable images in {path}", stacklevel=2)
+            bad_set = set(bad)
+            images = images.subset([i for i, p in enumerate(images.paths) if p not in bad_set])
+    return ImageDataset(images, transform, skip_corrupt=bool(select(cfg, "data.skip_corrupt")),
+                        with_index=with_index)
+
+
+def count_classes(cfg: DictConfig) -> int:
+    """Class count of a custom dataset: its class folders (1 when unlabeled)."""
+    if cfg.data.no_labels:
+        return 1
+    return len(scan_image_folder(cfg.data.train_path).classes)
+
+
+def loader_kwargs(cfg: DictConfig, accelerator_is_gpu: bool) -> dict:
+    workers = int(cfg.data.num_workers)
+    pin = select(cfg, "performance.pin_memory", "auto")
+    kw = {
+        "num_workers": workers,
+        "pin_memory": accelerator_is_gpu if pin == "auto" else bool(pin),
+    }
+    if workers > 0:
+        kw["persistent_workers"] = bool(select(cfg, "performance.persistent_workers", True))
+        kw["prefetch_factor"] = int(select(cfg, "performance.prefetch_factor", 2))
+    return kw
+
+
+def build_pretrain_dataset(cfg: DictConfig) -> Dataset:
+    mean, std = dataset_stats(cfg)
+    transform = build_pretrain_transform(cfg.augmentations, mean, std)
+    ds = build_dataset(cfg, cfg.data.train_path, True, transform, no_labels=cfg.data.no_labels)
+    fraction = float(cfg.data.fraction)
+    if 0 < fraction < 1:
+        ds = Subset(ds, fraction_indices(ds.targets, fraction, seed=int(cfg.seed)).tolist())
+    if len(ds) < cfg.optimizer.batch_size:
+        raise DataError(
+            f"{cfg.data.train_path} has {len(ds)} images, fewer than one batch "
+            f"(optimizer.batch_size={cfg.optimizer.batch_size})"
+        )
+    return ds
+
+
+def build_pretrain_loader(cfg: DictConfig, dataset: Dataset, gpu: bool) -> DataLoader:
+    return DataLoader(dataset, batch_size=int(cfg.optimizer.batch_size), shuffle=True,
+                      drop_last=True, **loader_kwargs(cfg, gpu))
+
+
+def build_eval_loader(cfg: DictConfig, path: str, train: bool, gpu: bool,
+                      batch_size: Optional[int] = None) -> DataLoader:
+    """Unaugmented ``(image, target)`` batches, e.g. for validation or a clean KNN bank."""
+    mean, std = dataset_stats(cfg)
+    transform = build_eval_transform(int(cfg.augmentations[0].crop_size), mean, std)
+    ds = build_dataset(cfg, path, train, transform, with_index=False)
+    return DataLoader(ds, batch_size=batch_size or int(cfg.optimizer.batch_size), shuffle=False,
+                      drop_last=False, **loader_kwargs(cfg, gpu))

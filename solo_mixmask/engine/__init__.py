@@ -1,0 +1,1 @@
+"""Training glue: run directories, atomic checkpoints, auto-resume, monitors, ``pretrain``."""

@@ -1,0 +1,215 @@
+"""``pretrain(cfg)``: parse and check the config, build data and model, then fit with Lightning.
+
+Everything that can fail on bad input (config, paths, images, model construction) runs before the
+run directory is created, so a failed start writes nothing and overwrites nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from ..config.loading import select
+from ..config.pretrain import num_devices, parse_pretrain_cfg
+from ..data.info import DATASETS
+from ..data.loaders import (
+    build_eval_loader,
+    build_pretrain_dataset,
+    build_pretrain_loader,
+    count_classes,
+)
+from ..errors import CheckpointError, ConfigError
+from ..methods import METHODS
+from .checkpoint import Checkpointer, find_resumable, new_version, write_json_atomic
+from .monitors import KNNMonitor
+
+_TRAINER_PASSTHROUGH = ("limit_train_batches", "limit_val_batches", "log_every_n_steps",
+                        "check_val_every_n_epoch", "num_sanity_val_steps", "deterministic",
+                        "benchmark", "gradient_clip_val", "enable_progress_bar",
+                        "enable_model_summary", "max_steps", "val_check_interval")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    checkpoint: Optional[Path]
+    cfg: DictConfig
+    model: pl.LightningModule
+    metrics: dict[str, float]
+
+
+def _uses_gpu(cfg: DictConfig) -> bool:
+    acc = str(cfg.accelerator)
+    return acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
+
+
+def _devices(cfg: DictConfig) -> Any:
+    """Lightning's ``devices``: CPU takes a count, GPUs a count or an id list."""
+    devices = cfg.devices
+    if str(cfg.accelerator) == "cpu" or not _uses_gpu(cfg):
+        return num_devices(devices)
+    if isinstance(devices, str) and devices.strip() not in ("auto", "-1"):
+        return devices
+    return OmegaConf.to_container(devices) if OmegaConf.is_list(devices) else devices
+
+
+def _strategy(cfg: DictConfig) -> Any:
+    strategy = select(cfg, "strategy", "auto")
+    if strategy in (None, "none"):
+        return "auto"
+    if strategy == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=False)
+    return strategy
+
+
+def _resume_path(cfg: DictConfig) -> Optional[Path]:
+    explicit = select(cfg, "resume_from_checkpoint")
+    if explicit:
+        path = Path(str(explicit))
+        if not path.is_file():
+            raise CheckpointError(f"resume_from_checkpoint: no such file: {path}")
+        return path
+    if bool(cfg.auto_resume.enabled):
+        root = Path(cfg.checkpoint.dir) / cfg.method
+        return find_resumable(cfg, root, float(cfg.auto_resume.max_hours))
+    return None
+
+
+def _loggers(cfg: DictConfig, run_dir: Path) -> list:
+    loggers: list = [CSVLogger(save_dir=str(run_dir), name="logs")]
+    if bool(select(cfg, "tensorboard.enabled", False)):
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard"))
+    if bool(select(cfg, "wandb.enabled", False)):
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(name=cfg.name, project=cfg.wandb.project,
+                                   entity=cfg.wandb.entity, offline=bool(cfg.wandb.offline),
+                                   save_dir=str(run_dir)))
+    return loggers
+
+
+def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Optional[Any]]:
+    """Parses the config and builds the loaders (all input checks happen here)."""
+    cfg = parse_pretrain_cfg(cfg)
+    if cfg.data.dataset == "custom" and select(cfg, "data.num_classes") is None:
+        cfg.data.num_classes = count_classes(cfg)
+    gpu = _uses_gpu(cfg)
+    if cfg.data.format == "dali":
+        from ..data.dali import build_dali_pretrain_loader
+
+        train_loader = build_dali_pretrain_loader(cfg, gpu)
+    else:
+        train_loader = build_pretrain_loader(cfg, build_pretrain_dataset(cfg), gpu)
+    val_loader = None
+    val_path = select(cfg, "data.val_path")
+    if val_path and not cfg.data.no_labels:
+        val_loader = build_eval_loader(cfg, str(val_path), train=False, gpu=gpu)
+    return cfg, train_loader, val_loader, gpu
+
+
+def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
+             trainer_kwargs: Optional[dict[str, Any]] = None) -> RunResult:
+    """Trains ``cfg.method`` as configured; returns the run directory and last checkpoint."""
+    cfg, train_loader, val_loader, gpu = prepare(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    model = METHODS[cfg.method](cfg)
+    if model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if bool(select(cfg, "performance.compile", False)):
+        model.backbone = torch.compile(model.backbone)  # type: ignore[assignment]
+    ckpt_path = _resume_path(cfg)
+
+    extra: list[Callback] = []
+    if bool(cfg.knn_eval.enabled) and cfg.knn_eval.bank == "clean":
+        if val_loader is None:
+            raise ConfigError("knn_eval.bank='clean' needs data.val_path with labels")
+        bank = build_eval_loader(cfg, str(cfg.data.train_path), train=True, gpu=gpu)
+        extra.append(KNNMonitor(bank, val_loader, int(cfg.data.num_classes), int(cfg.knn_eval.k),
+                                float(cfg.knn_eval.T), str(cfg.knn_eval.distance_func),
+                                int(cfg.knn_eval.frequency)))
+        val_loader = None  # the monitor evaluates; no separate validation loop needed
+
+    # the run directory: the resumed run's own, or a new one
+    root = Path(cfg.checkpoint.dir) / cfg.method
+    if ckpt_path is not None and ckpt_path.parent.parent == root:
+        run_dir, version = ckpt_path.parent, ckpt_path.parent.name
+    else:
+        version = new_version(root)
+        run_dir = root / version
+    is_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(
+        os.environ.get("NODE_RANK", "0")) == 0
+    if is_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        args_file = run_dir / "args.json"
+        if not args_file.exists():
+            args = OmegaConf.to_container(cfg, resolve=True)
+            write_json_atomic(args_file, args)
+    if ckpt_path is not None:
+        print(f"Resuming from {ckpt_path}")
+
+    all_callbacks: list[Callback] = [TQDMProgressBar(refresh_rate=1), *extra]
+    if bool(cfg.checkpoint.enabled):
+        all_callbacks.append(Checkpointer(run_dir, cfg.name, version, cfg.checkpoint.frequency,
+                                          bool(cfg.checkpoint.keep_prev)))
+    all_callbacks += list(callbacks)
+
+    kwargs: dict[str, Any] = {
+        "max_epochs": int(cfg.max_epochs),
+        "accelerator": "gpu" if gpu and str(cfg.accelerator) == "auto" else str(cfg.accelerator),
+        "devices": _devices(cfg),
+        "num_nodes": int(cfg.num_nodes),
+        "precision": cfg.precision,
+        "strategy": _strategy(cfg),
+        "sync_batchnorm": bool(cfg.sync_batchnorm),
+        "accumulate_grad_batches": int(cfg.accumulate_grad_batches),
+        "callbacks": all_callbacks,
+        "logger": _loggers(cfg, run_dir),
+        "enable_checkpointing": False,
+        "default_root_dir": str(run_dir),
+    }
+    valid = inspect.signature(pl.Trainer.__init__).parameters
+    for key in _TRAINER_PASSTHROUGH:
+        if key in cfg and key in valid:
+            kwargs[key] = cfg[key]
+    kwargs.update(trainer_kwargs or {})
+    trainer = pl.Trainer(**kwargs)
+    trainer.fit(model, train_loader, val_loader, ckpt_path=str(ckpt_path) if ckpt_path else None)
+
+    last = None
+    for cb in all_callbacks:
+        if isinstance(cb, Checkpointer):
+            last = cb.last
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if torch.is_tensor(v) and v.numel() == 1 or isinstance(v, (int, float))}
+    if is_zero:
+        write_json_atomic(run_dir / "final_metrics.json", metrics)
+    return RunResult(run_dir, last, cfg, model, metrics)
+
+
+def describe(result: RunResult) -> str:
+    lines = [f"run directory: {result.run_dir}"]
+    if result.checkpoint:
+        lines.append(f"checkpoint:    {result.checkpoint}")
+    if result.metrics:
+        lines.append("metrics: " + json.dumps({k: round(v, 4) for k, v in result.metrics.items()
+                                                if not k.endswith("_step")}))
+    return "\n".join(lines)
+
+
+def dataset_classes(cfg: DictConfig) -> int:
+    info = DATASETS[cfg.data.dataset]
+    return info.num_classes or count_classes(cfg)

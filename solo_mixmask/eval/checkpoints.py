@@ -1,0 +1,127 @@
+"""Reading backbones out of checkpoints of this package, solo-learn and the official MoCo/MixMask.
+
+Files are read with ``torch.load(weights_only=True)``: a checkpoint carrying pickled code is refused,
+never executed. Recognised layouts of the (possibly nested ``state_dict``) weights:
+
+- ``backbone.*``: this package and solo-learn (Lightning checkpoints);
+- ``module.encoder_q.*`` / ``encoder_q.*``: official MoCo v2 and MixMask; the projection head
+  (``fc.*``) is dropped;
+- bare ResNet keys (``conv1.weight``, ``layer1.0...``): torchvision-style weights.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+FORMATS = ("solo_mixmask", "solo-learn", "official", "torchvision")
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load(..., weights_only=True)`` with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        raise CheckpointError(
+            f"refusing {path}: it holds pickled objects beyond tensors and plain containers "
+            f"(weights_only load failed: {first})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} does not hold a dict of weights")
+    return obj
+
+
+def _weights(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model", "module"):
+        inner = obj.get(key)
+        if isinstance(inner, dict) and any(torch.is_tensor(v) for v in inner.values()):
+            return inner
+    return {k: v for k, v in obj.items() if torch.is_tensor(v)}
+
+
+def split_backbone(obj: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """The backbone's weights (without any classification/projection ``fc``) and the format."""
+    weights = _weights(obj)
+    for prefix, fmt in (("backbone.", "solo"), ("module.encoder_q.", "official"),
+                        ("encoder_q.", "official")):
+        sub = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        if sub:
+            if fmt == "solo":
+                fmt = "solo_mixmask" if "cfg" in obj or "converted_from" in obj else "solo-learn"
+            return {k: v for k, v in sub.items() if not k.startswith("fc.")}, fmt
+    if any(k.startswith(("conv1.", "layer1.")) for k in weights):
+        return {k: v for k, v in weights.items() if not k.startswith("fc.")}, "torchvision"
+    raise CheckpointError("checkpoint has no backbone weights (no 'backbone.*', "
+                          "'module.encoder_q.*' or ResNet keys)")
+
+
+def stored_backbone_cfg(obj: dict[str, Any]) -> Optional[dict[str, Any]]:
+    cfg = obj.get("cfg")
+    if isinstance(cfg, dict) and isinstance(cfg.get("backbone"), dict):
+        return cfg
+    return None
+
+
+def infer_resnet(weights: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Backbone name and kwargs implied by ResNet weights (depth, width, CIFAR stem)."""
+    if "conv1.weight" not in weights:
+        raise CheckpointError("cannot infer the backbone: no 'conv1.weight' in the checkpoint")
+    conv1 = weights["conv1.weight"]
+    bottleneck = any(".conv3." in k for k in weights)
+    blocks = {int(k.split(".")[1]) for k in weights if k.startswith("layer3.")}
+    depth = len(blocks)
+    name = {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50"}.get(
+        (bottleneck, depth))
+    if name is None:
+        raise CheckpointError(f"unsupported ResNet layout ({depth} blocks in layer3)")
+    return {"name": name, "kwargs": {"width": conv1.shape[0] / 64,
+                                     "cifar_stem": conv1.shape[-1] == 3}}
+
+
+def load_backbone(path: str | os.PathLike, name: Optional[str] = None,
+                  kwargs: Optional[dict[str, Any]] = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Builds the backbone stored in ``path`` and loads its weights strictly.
+
+    The architecture comes from ``name``/``kwargs`` when given, else from the checkpoint's own
+    config, else it is inferred from ResNet weights. A shape or key mismatch is a CheckpointError.
+    """
+    from ..backbones import create_backbone
+
+    obj = load_checkpoint_file(path)
+    weights, fmt = split_backbone(obj)
+    info: dict[str, Any] = {"format": fmt}
+    if name is None:
+        stored = stored_backbone_cfg(obj)
+        if stored is not None:
+            name = stored["backbone"]["name"]
+            kwargs = dict(stored["backbone"].get("kwargs") or {})
+            if "cifar_stem" not in kwargs and name.startswith("resnet"):
+                kwargs["cifar_stem"] = weights["conv1.weight"].shape[-1] == 3
+        else:
+            guess = infer_resnet(weights)
+            name, kwargs = guess["name"], guess["kwargs"]
+    kwargs = dict(kwargs or {})
+    if name.startswith("resnet") and "cifar_stem" not in kwargs and "conv1.weight" in weights:
+        kwargs["cifar_stem"] = weights["conv1.weight"].shape[-1] == 3
+    backbone = create_backbone(name, **kwargs)
+    try:
+        backbone.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"backbone {name} {kwargs} does not match the checkpoint: "
+                              f"{detail}") from None
+    info.update({"name": name, "kwargs": kwargs})
+    return backbone, info

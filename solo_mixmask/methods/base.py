@@ -1,0 +1,283 @@
+"""The base class every method builds on: backbone, online classifier, online KNN, optimisation.
+
+A method implements ``ssl_forward(crops) -> dict`` (with at least ``loss`` and ``feats``, the
+backbone features of each crop). Methods that MixMask can extend also implement ``mix_embed`` (the
+query-side embedding of an image batch) and ``mix_loss`` (per-sample loss of such embeddings against
+the targets of the other crop). ``training_step`` runs ``ssl_forward``, then ``branch_losses`` (the
+hook where MixMask adds its terms), then ``after_ssl_step`` (MoCo's enqueue), so state updates always
+come after every loss term.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Optional
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ..backbones import BACKBONES, create_backbone, is_known_backbone
+from ..config.loading import select
+from ..config.pretrain import require
+from ..errors import ConfigError
+from ..eval.knn import knn_accuracy
+from ..utils.momentum import copy_params, ema_update, tau_at
+from ..utils.optim import build_optimizer, split_no_decay
+from ..utils.schedulers import constant, step_decay, warmup_cosine
+
+
+class BaseMethod(pl.LightningModule):
+    """Backbone + online linear classifier + online KNN + optimizer/scheduler construction."""
+
+    #: ``method_kwargs`` that a config must give.
+    required_kwargs: ClassVar[tuple[str, ...]] = ()
+    #: defaults for the other ``method_kwargs``.
+    default_kwargs: ClassVar[dict[str, Any]] = {}
+    #: whether the base loss treats both crops as queries (a MixMask branch may then mix both).
+    symmetric: bool = True
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.kw = cfg.method_kwargs
+        self.backbone = self.build_backbone()
+        self.features_dim = int(self.backbone.num_features)
+        self.num_classes = int(select(cfg, "data.num_classes", 1))
+        self.classifier = nn.Linear(self.features_dim, self.num_classes)
+        perf = select(cfg, "performance.channels_last", "auto")
+        no_cl = bool(select(cfg, "performance.disable_channel_last", False))
+        self.channels_last = (not no_cl) and (perf is True or (
+            perf == "auto" and str(select(cfg, "accelerator", "auto")) in ("gpu", "cuda")))
+        self.knn_on = bool(select(cfg, "knn_eval.enabled", False)) and select(
+            cfg, "knn_eval.bank", "crops") == "crops"
+        self._knn_train: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._knn_test: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val_outputs: list[dict[str, torch.Tensor]] = []
+
+    # ----------------------------------------------------------------- config
+    @classmethod
+    def add_and_assert_specific_cfg(cls, cfg: DictConfig) -> DictConfig:
+        """Checks the method's required keys and fills its defaults (called by the config parser)."""
+        for key in cls.required_kwargs:
+            require(cfg, f"method_kwargs.{key}", where=f"method {cfg.method!r}")
+        for key, value in cls.default_kwargs.items():
+            if select(cfg, f"method_kwargs.{key}") is None:
+                OmegaConf.update(cfg, f"method_kwargs.{key}", value, force_add=True)
+        if not is_known_backbone(str(cfg.backbone.name)):
+            raise ConfigError(
+                f"unknown backbone {cfg.backbone.name!r}: use one of {sorted(BACKBONES)} "
+                "or a timm model name"
+            )
+        if cfg.data.num_large_crops != 2 or cfg.data.num_small_crops != 0:
+            raise ConfigError(
+                f"method {cfg.method!r} uses exactly 2 crops of the same size; the augmentations "
+                f"give {cfg.data.num_large_crops} large and {cfg.data.num_small_crops} small"
+            )
+        return cfg
+
+    # ---------------------------------------------------------------- modules
+    @property
+    def bn_splits(self) -> int:
+        return 1
+
+    def build_backbone(self) -> nn.Module:
+        kwargs = dict(OmegaConf.to_container(self.cfg.backbone.kwargs, resolve=True) or {})
+        name = str(self.cfg.backbone.name)
+        stem = kwargs.pop("cifar_stem", "auto")
+        if name in BACKBONES:
+            if stem == "auto":
+                stem = int(self.cfg.augmentations[0].crop_size) <= 64
+            return create_backbone(name, cifar_stem=bool(stem), bn_splits=self.bn_splits, **kwargs)
+        return create_backbone(name, **kwargs)
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.backbone(self.to_input(x))
+        return {"feats": feats, "logits": self.classifier(feats.detach())}
+
+    # ------------------------------------------------------------- SSL hooks
+    def ssl_forward(self, crops: list[torch.Tensor]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def mix_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Query-side embedding of a (mixed) image batch."""
+        raise NotImplementedError(f"{type(self).__name__} does not support mixing branches")
+
+    def mix_loss(self, emb: torch.Tensor, out: dict[str, Any], crop: int) -> torch.Tensor:
+        """Per-sample loss of embeddings whose row i must match sample i of the crop other than
+        ``crop``."""
+        raise NotImplementedError(f"{type(self).__name__} does not support mixing branches")
+
+    def branch_losses(self, crops: list[torch.Tensor],
+                      out: dict[str, Any]) -> tuple[Optional[torch.Tensor], dict[str, Any]]:
+        """Extra loss terms computed before any state update (MixMask overrides this)."""
+        return None, {}
+
+    def after_ssl_step(self, out: dict[str, Any]) -> None:
+        """State updates that must follow every loss term (MoCo's queue)."""
+
+    # --------------------------------------------------------------- training
+    def training_step(self, batch: list[Any], batch_idx: int) -> torch.Tensor:
+        _, crops, targets = batch
+        crops = [self.to_input(c) for c in crops]
+        out = self.ssl_forward(crops)
+        loss = out["loss"]
+        logs: dict[str, Any] = {"train_ssl_loss": out["loss"].detach()}
+        extra, branch_logs = self.branch_losses(crops, out)
+        if extra is not None:
+            loss = loss + extra
+            logs.update(branch_logs)
+        self.after_ssl_step(out)
+
+        feats = [f for f in out["feats"] if f is not None]
+        cls_loss, acc1 = self._classifier_step(feats, targets)
+        logs.update({"train_class_loss": cls_loss.detach(), "train_acc1": acc1})
+        self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True)
+        self.log_dict(logs, on_step=True, on_epoch=True)
+        if self.knn_on and self._knn_epoch():
+            keep = targets != -1
+            self._knn_train.append((feats[0].detach()[keep], targets[keep]))
+        return loss + cls_loss
+
+    def _classifier_step(self, feats: list[torch.Tensor],
+                         targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = torch.cat([x.detach() for x in feats])
+        y = targets.repeat(len(feats))
+        logits = self.classifier(f)
+        if (y == -1).all():
+            zero = logits.sum() * 0.0
+            return zero, zero.detach()
+        loss = F.cross_entropy(logits, y, ignore_index=-1)
+        keep = y != -1
+        acc1 = (logits[keep].argmax(1) == y[keep]).float().mean()
+        return loss, acc1
+
+    def _knn_epoch(self) -> bool:
+        freq = int(select(self.cfg, "knn_eval.frequency", 1))
+        return (self.current_epoch + 1) % max(1, freq) == 0
+
+    # ------------------------------------------------------------- validation
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        x, y = batch[-2], batch[-1]
+        out = self(x)
+        n = torch.tensor(float(len(y)), device=y.device)
+        keep = y != -1
+        loss = F.cross_entropy(out["logits"], y, ignore_index=-1, reduction="sum")
+        top = out["logits"].topk(min(5, self.num_classes), dim=1).indices
+        acc1 = (top[:, 0] == y)[keep].float().sum()
+        acc5 = (top == y[:, None]).any(1)[keep].float().sum()
+        self._val_outputs.append({"n": n, "loss": loss, "acc1": acc1, "acc5": acc5})
+        if self.knn_on and not self.trainer.sanity_checking and self._knn_epoch():
+            self._knn_test.append((out["feats"].detach(), y))
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_outputs:
+            total = {k: torch.stack([o[k] for o in self._val_outputs]).sum()
+                     for k in self._val_outputs[0]}
+            n = total["n"].clamp_min(1)
+            self.log_dict({"val_loss": total["loss"] / n, "val_acc1": total["acc1"] / n * 100,
+                           "val_acc5": total["acc5"] / n * 100}, sync_dist=True)
+        self._val_outputs.clear()
+        if self._knn_train and self._knn_test:
+            tr_f = torch.cat([f for f, _ in self._knn_train])
+            tr_y = torch.cat([y for _, y in self._knn_train])
+            te_f = torch.cat([f for f, _ in self._knn_test])
+            te_y = torch.cat([y for _, y in self._knn_test])
+            distance = str(select(self.cfg, "knn_eval.distance_func", "euclidean"))
+            top1, top5 = knn_accuracy(tr_f, tr_y, te_f, te_y, self.num_classes,
+                                      k=int(self.cfg.knn_eval.k),
+                                      T=float(select(self.cfg, "knn_eval.T", 0.07)),
+                                      distance=distance)
+            self.log_dict({"val_knn_acc1": top1, "val_knn_acc5": top5}, sync_dist=True)
+        if not self.trainer.sanity_checking:
+            self._knn_train.clear()
+            self._knn_test.clear()
+
+    # ----------------------------------------------------------- optimisation
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups; a group may set ``lr``, ``weight_decay`` and ``fix_lr`` (no schedule)."""
+        return [
+            {"name": "backbone", "params": list(self.backbone.parameters())},
+            {"name": "classifier", "params": list(self.classifier.parameters()),
+             "lr": float(self.cfg.optimizer.classifier_lr), "weight_decay": 0.0},
+        ]
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        groups = self.param_groups()
+        if bool(select(cfg, "optimizer.exclude_bias_n_norm_wd", False)):
+            groups = split_no_decay(groups)
+        kwargs = OmegaConf.to_container(cfg.optimizer.kwargs, resolve=True) or {}
+        opt = build_optimizer(cfg.optimizer.name, groups, float(cfg.optimizer.lr),
+                              float(cfg.optimizer.weight_decay), kwargs)
+        name = cfg.scheduler.name
+        if name == "none":
+            return opt
+        interval = str(cfg.scheduler.interval)
+        epochs = int(cfg.max_epochs)
+        if interval == "step":
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            per_epoch = total / max(1, epochs)
+        else:
+            total, per_epoch = epochs, 1
+        base_lr = max(float(cfg.optimizer.lr), 1e-12)
+        if name == "step":
+            schedule = step_decay([int(e * per_epoch) for e in cfg.scheduler.lr_decay_steps],
+                                  float(cfg.scheduler.gamma))
+        else:
+            warmup = int(math.ceil(float(cfg.scheduler.warmup_epochs) * per_epoch)) \
+                if name == "warmup_cosine" else 0
+            schedule = warmup_cosine(total, warmup,
+                                     float(cfg.scheduler.warmup_start_lr) / base_lr,
+                                     float(cfg.scheduler.min_lr) / base_lr)
+        lambdas = [constant if g.get("fix_lr") else schedule for g in opt.param_groups]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}
+
+    def optimizer_zero_grad(self, epoch, batch_idx, optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cfg"] = OmegaConf.to_container(self.cfg, resolve=True)
+
+
+class BaseMomentumMethod(BaseMethod):
+    """Adds an EMA copy of the backbone (and of any pair in ``momentum_pairs``), updated after each
+    optimizer step with the cosine tau schedule."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        self.momentum_backbone = self.build_backbone()
+        copy_params(self.backbone, self.momentum_backbone)
+        self._last_step = -1
+
+    @property
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.momentum_backbone)]
+
+    def current_tau(self) -> float:
+        steps = int(self.trainer.estimated_stepping_batches) if self._trainer else 0
+        return tau_at(int(self.global_step), steps, float(self.cfg.momentum.base_tau),
+                      float(self.cfg.momentum.final_tau))
+
+    def on_train_start(self) -> None:
+        self._last_step = int(self.global_step)
+
+    @torch.no_grad()
+    def momentum_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.momentum_backbone(x)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = int(self.global_step)
+        if step != self._last_step:  # an optimizer step happened (gradient accumulation aware)
+            tau = self.current_tau()
+            for online, target in self.momentum_pairs:
+                ema_update(online, target, tau)
+            self.log("tau", tau, on_step=True, on_epoch=False)
+        self._last_step = step

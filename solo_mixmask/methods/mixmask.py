@@ -1,0 +1,84 @@
+"""MixMask variants of the base methods.
+
+``MixMaskMixin`` plugs the branch runner of ``solo_mixmask.mixmask`` into a method's
+``branch_losses`` hook: for each mixed crop it calls ``Branches`` with the method's ``mix_embed``
+and ``mix_loss``. No method-specific mixing code exists anywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..data.loaders import dataset_stats
+from ..mixmask import Branches, parse_branch_cfg
+from ..utils.distributed import rank
+from .base import BaseMethod
+from .byol import BYOL
+from .mocov2plus import MoCoV2Plus
+from .simclr import SimCLR
+from .simsiam import SimSiam
+
+
+def _symmetric(cls: type, cfg: DictConfig) -> bool:
+    if cls is MoCoV2Plus or issubclass(cls, MoCoV2Plus):
+        return bool(cfg.method_kwargs.get("symmetric", True))
+    return True
+
+
+class MixMaskMixin:
+    """Adds the MixMask / Un-Mix / erase branches (``method_kwargs.mixmask``/``unmix``)."""
+
+    @classmethod
+    def add_and_assert_specific_cfg(cls, cfg: DictConfig) -> DictConfig:
+        cfg = super().add_and_assert_specific_cfg(cfg)  # type: ignore[misc]
+        branches = parse_branch_cfg(cfg.method_kwargs, int(cfg.augmentations[0].crop_size),
+                                    _symmetric(cls, cfg))
+        cfg.method_kwargs = OmegaConf.merge(cfg.method_kwargs, branches.as_method_kwargs())
+        return cfg
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)  # type: ignore[call-arg]
+        spec = parse_branch_cfg(cfg.method_kwargs, int(cfg.augmentations[0].crop_size),
+                                self.symmetric)
+        mean, std = dataset_stats(cfg)
+        self.branches = Branches(spec, mean, std, seed=int(cfg.seed) * 1000 + rank())
+
+    def branch_losses(self, crops: list[torch.Tensor],
+                      out: dict[str, Any]) -> tuple[Optional[torch.Tensor], dict[str, Any]]:
+        total: Optional[torch.Tensor] = None
+        logs: dict[str, Any] = {}
+        mixed = self.branches.crops_to_mix()
+        for c in mixed:
+            loss, branch_logs = self.branches(
+                crops[c], self.mix_embed, lambda emb, c=c: self.mix_loss(emb, out, c))
+            total = loss if total is None else total + loss
+            for k, v in branch_logs.items():
+                key = f"train_{k}" if len(mixed) == 1 else f"train_{k}_crop{c + 1}"
+                logs[key] = v
+        assert total is not None
+        return total / len(mixed), logs
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+        checkpoint["mixmask_branches"] = self.branches.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        if "mixmask_branches" in checkpoint:
+            self.branches.load_state_dict(checkpoint["mixmask_branches"])
+
+
+def mixmask_variant(base: type[BaseMethod]) -> type[BaseMethod]:
+    """``MixMask<Base>``: the base method with the MixMask branches."""
+    return type(f"MixMask{base.__name__}", (MixMaskMixin, base),
+                {"__doc__": f"{base.__name__} with the MixMask / Un-Mix / erase branches.",
+                 "__module__": __name__})
+
+
+MixMaskMoCoV2Plus = mixmask_variant(MoCoV2Plus)
+MixMaskBYOL = mixmask_variant(BYOL)
+MixMaskSimCLR = mixmask_variant(SimCLR)
+MixMaskSimSiam = mixmask_variant(SimSiam)

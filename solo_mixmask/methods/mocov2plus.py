@@ -1,0 +1,143 @@
+"""MoCo v2 / v2+ (and v1 by config): a momentum key encoder and a queue of negatives.
+
+``symmetric: true`` is solo-learn's MoCo v2+ (both crops are queries, one queue per crop);
+``symmetric: false`` is the paper's MoCo v2 (query from crop 1, key from crop 2). ``proj_hidden_dim: 0``
+gives MoCo v1's linear projection. On one process, SplitBatchNorm (``bn_splits``) with keys shuffled
+across the splits stops BatchNorm from leaking batch information into the keys; across processes
+the keys are computed on a batch shuffled over all ranks (shuffle-BN).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from ..config.loading import select
+from ..config.pretrain import world_size
+from ..errors import ConfigError
+from ..losses.mocov2plus import mocov2plus_loss_func
+from ..utils import distributed as dist
+from ..utils.momentum import copy_params
+from .base import BaseMomentumMethod
+from .heads import mlp
+
+
+class MoCoV2Plus(BaseMomentumMethod):
+    required_kwargs = ("proj_output_dim", "queue_size", "temperature")
+    default_kwargs = {"proj_hidden_dim": 2048, "symmetric": True, "bn_splits": "auto",
+                      "shuffle_bn": True}
+
+    @classmethod
+    def add_and_assert_specific_cfg(cls, cfg: DictConfig) -> DictConfig:
+        cfg = super().add_and_assert_specific_cfg(cfg)
+        kw = cfg.method_kwargs
+        world = world_size(cfg)
+        batch = int(cfg.optimizer.batch_size)
+        if kw.bn_splits == "auto":
+            kw.bn_splits = 8 if world == 1 and batch % 8 == 0 else 1
+        kw.bn_splits = int(kw.bn_splits)
+        if kw.bn_splits < 1 or batch % kw.bn_splits:
+            raise ConfigError(f"method_kwargs.bn_splits={kw.bn_splits} must divide "
+                              f"optimizer.batch_size={batch}")
+        queue, total = int(kw.queue_size), batch * world
+        if queue <= 0 or queue % total:
+            raise ConfigError(
+                f"method_kwargs.queue_size={queue} must be a positive multiple of the total batch "
+                f"size {total} (batch_size {batch} x {world} processes)"
+            )
+        if float(kw.temperature) <= 0:
+            raise ConfigError("method_kwargs.temperature must be positive")
+        return cfg
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        kw = self.kw
+        self.symmetric = bool(kw.symmetric)
+        self.temperature = float(kw.temperature)
+        self.projector = mlp(self.features_dim, int(kw.proj_hidden_dim), int(kw.proj_output_dim),
+                             bn=False)
+        self.momentum_projector = mlp(self.features_dim, int(kw.proj_hidden_dim),
+                                      int(kw.proj_output_dim), bn=False)
+        copy_params(self.projector, self.momentum_projector)
+        num_queues = 2 if self.symmetric else 1
+        queue = F.normalize(torch.randn(num_queues, int(kw.proj_output_dim), int(kw.queue_size)),
+                            dim=1)
+        self.register_buffer("queue", queue)
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @property
+    def bn_splits(self) -> int:
+        return int(select(self.cfg, "method_kwargs.bn_splits", 1))
+
+    @property
+    def momentum_pairs(self):
+        return super().momentum_pairs + [(self.projector, self.momentum_projector)]
+
+    def param_groups(self):
+        return super().param_groups() + [{"name": "projector",
+                                          "params": list(self.projector.parameters())}]
+
+    # ------------------------------------------------------------------ pieces
+    def query(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.backbone(x)
+        return feats, F.normalize(self.projector(feats), dim=-1)
+
+    @torch.no_grad()
+    def key(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised momentum keys, computed on a batch shuffled across BN groups or ranks."""
+        if not bool(self.kw.shuffle_bn):
+            return F.normalize(self.momentum_projector(self.momentum_backbone(x)), dim=-1)
+        if dist.is_dist():
+            n = len(x)
+            x_all = dist.gather_nograd(x)
+            perm = dist.broadcast(torch.randperm(len(x_all), device=x.device))
+            mine = perm.view(dist.world_size(), n)[dist.rank()]
+            k = F.normalize(self.momentum_projector(self.momentum_backbone(x_all[mine])), dim=-1)
+            k_all = dist.gather_nograd(k)
+            inv = torch.argsort(perm)
+            return k_all[inv].view(dist.world_size(), n, -1)[dist.rank()]
+        perm = torch.randperm(len(x), device=x.device)
+        k = F.normalize(self.momentum_projector(self.momentum_backbone(x[perm])), dim=-1)
+        return k[torch.argsort(perm)]
+
+    def queue_of(self, key_crop: int) -> int:
+        """Which queue holds the past keys of crop ``key_crop``."""
+        return key_crop if self.symmetric else 0
+
+    # --------------------------------------------------------------- SSL step
+    def ssl_forward(self, crops: list[torch.Tensor]) -> dict[str, Any]:
+        queue = self.queue.clone().detach()  # one snapshot for every term of this step
+        f1, q1 = self.query(crops[0])
+        k2 = self.key(crops[1])
+        if self.symmetric:
+            f2, q2 = self.query(crops[1])
+            k1 = self.key(crops[0])
+            loss = (mocov2plus_loss_func(q1, k2, queue[1], self.temperature)
+                    + mocov2plus_loss_func(q2, k1, queue[0], self.temperature)) / 2
+            keys = [k1, k2]
+        else:
+            f2 = None
+            loss = mocov2plus_loss_func(q1, k2, queue[0], self.temperature)
+            keys = [None, k2]
+        return {"loss": loss, "feats": [f1, f2], "keys": keys, "queue": queue}
+
+    def mix_embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.query(x)[1]
+
+    def mix_loss(self, emb: torch.Tensor, out: dict[str, Any], crop: int) -> torch.Tensor:
+        other = 1 - crop
+        return mocov2plus_loss_func(emb, out["keys"][other], out["queue"][self.queue_of(other)],
+                                    self.temperature, reduction="none")
+
+    @torch.no_grad()
+    def after_ssl_step(self, out: dict[str, Any]) -> None:
+        """Enqueues this step's keys (from every rank), once all loss terms are computed."""
+        ptr = int(self.queue_ptr)
+        n = len(out["keys"][1]) * dist.world_size()
+        for crop, k in enumerate(out["keys"]):
+            if k is not None:
+                self.queue[self.queue_of(crop), :, ptr:ptr + n] = dist.gather_nograd(k).T
+        self.queue_ptr[0] = (ptr + n) % self.queue.shape[-1]

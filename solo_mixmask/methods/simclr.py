@@ -1,0 +1,55 @@
+"""SimCLR: NT-Xent between two crops, with the negatives of every rank."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from ..errors import ConfigError
+from ..losses.simclr import info_nce, simclr_loss_func
+from ..utils import distributed as dist
+from .base import BaseMethod
+from .heads import mlp
+
+
+class SimCLR(BaseMethod):
+    required_kwargs = ("proj_output_dim", "proj_hidden_dim", "temperature")
+
+    @classmethod
+    def add_and_assert_specific_cfg(cls, cfg: DictConfig) -> DictConfig:
+        cfg = super().add_and_assert_specific_cfg(cfg)
+        if float(cfg.method_kwargs.temperature) <= 0:
+            raise ConfigError("method_kwargs.temperature must be positive")
+        return cfg
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        self.temperature = float(self.kw.temperature)
+        self.projector = mlp(self.features_dim, int(self.kw.proj_hidden_dim),
+                             int(self.kw.proj_output_dim), bn=False)
+
+    def param_groups(self):
+        return super().param_groups() + [{"name": "projector",
+                                          "params": list(self.projector.parameters())}]
+
+    def ssl_forward(self, crops: list[torch.Tensor]) -> dict[str, Any]:
+        f1, f2 = self.backbone(crops[0]), self.backbone(crops[1])
+        z1, z2 = self.projector(f1), self.projector(f2)
+        loss = simclr_loss_func(z1, z2, self.temperature)
+        return {"loss": loss, "feats": [f1, f2], "z": [z1, z2]}
+
+    def mix_embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))
+
+    def mix_loss(self, emb: torch.Tensor, out: dict[str, Any], crop: int) -> torch.Tensor:
+        """InfoNCE of each mixed embedding against the other crop's embeddings of the gathered
+        batch; the positive is the sample with the same index."""
+        keys = out.setdefault("z_gathered", {})
+        other = 1 - crop
+        if other not in keys:
+            keys[other] = dist.gather(out["z"][other])
+        n = len(emb)
+        positives = torch.arange(n, device=emb.device) + dist.rank() * n
+        return info_nce(emb, keys[other], positives, self.temperature, reduction="none")

@@ -1,0 +1,15 @@
+"""MixMask core: grid masks, mixing, the two-term objective and the branch runner.
+
+Every method variant, in this package's engine and inside solo-learn, calls ``Branches``.
+"""
+
+from .branches import BranchConfig, Branches, default_grid, parse_branch_cfg
+from .masks import blocked_grid, discrete_grid, sample_grids, sample_masks, upsample
+from .mixing import erase, erase_fill, inverse, mix, permutation, unmix
+from .objective import erase_loss, two_term_loss
+
+__all__ = [
+    "BranchConfig", "Branches", "blocked_grid", "default_grid", "discrete_grid", "erase",
+    "erase_fill", "erase_loss", "inverse", "mix", "parse_branch_cfg", "permutation",
+    "sample_grids", "sample_masks", "two_term_loss", "unmix", "upsample",
+]

@@ -1,0 +1,105 @@
+"""Grid masks for MixMask: ``blocked`` (BEiT-style rectangles) and ``discrete`` (random cells).
+
+A grid mask is an ``n_g x n_g`` boolean array; 1 (True) keeps the main image, 0 is filled. It is
+upsampled (nearest) to the crop, and lambda is the kept fraction of the *upsampled* mask, which is
+exact even when the crop is not a multiple of the grid. Only the tiny grid is generated on the host
+(the blocked pattern needs a short loop); everything per pixel runs on the batch's device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Ratio = Union[float, tuple[float, float]]
+
+
+def target_cells(ratio: float, grid: int) -> int:
+    return int(round(ratio * grid * grid))
+
+
+def blocked_grid(grid: int, ratio: float, rng: np.random.Generator, min_cells: int = 4,
+                 min_aspect: float = 0.3, attempts: int = 10) -> np.ndarray:
+    """Sets ``round(ratio * grid^2)`` cells with random rectangles; may fall short.
+
+    Each rectangle has an area drawn uniformly between ``min_cells`` (capped by the cells still
+    wanted) and the cells still wanted, a log-uniform aspect ratio in ``[min_aspect, 1/min_aspect]``,
+    and is accepted only if it adds between 1 and the still-wanted number of new cells. A placement
+    gets ``attempts`` tries; generation stops at the first placement that adds nothing.
+    """
+    mask = np.zeros((grid, grid), dtype=bool)
+    want = target_cells(ratio, grid)
+    log_lo, log_hi = math.log(min_aspect), math.log(1 / min_aspect)
+    count = 0
+    while count < want:
+        left = want - count
+        lo = min(min_cells, left)
+        added = 0
+        for _ in range(attempts):
+            area = rng.uniform(lo, left)
+            aspect = math.exp(rng.uniform(log_lo, log_hi))
+            h = min(grid, max(1, int(round(math.sqrt(area * aspect)))))
+            w = min(grid, max(1, int(round(math.sqrt(area / aspect)))))
+            top = int(rng.integers(0, grid - h + 1))
+            lft = int(rng.integers(0, grid - w + 1))
+            block = mask[top:top + h, lft:lft + w]
+            new = h * w - int(block.sum())
+            if 0 < new <= left:
+                block[...] = True
+                added = new
+                break
+        if added == 0:
+            break
+        count += added
+    return mask
+
+
+def discrete_grid(grid: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """Exactly ``round(ratio * grid^2)`` cells, uniformly at random, never none and never all."""
+    cells = grid * grid
+    k = min(max(target_cells(ratio, grid), 1), cells - 1)
+    flat = np.zeros(cells, dtype=bool)
+    flat[rng.choice(cells, size=k, replace=False)] = True
+    return flat.reshape(grid, grid)
+
+
+def draw_ratio(ratio: Ratio, rng: np.random.Generator) -> float:
+    """A constant ratio, or one drawn uniformly from ``(a, b)`` (once per batch)."""
+    if isinstance(ratio, (tuple, list)):
+        return float(rng.uniform(ratio[0], ratio[1]))
+    return float(ratio)
+
+
+def sample_grids(pattern: str, grid: int, ratio: Ratio, count: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """``count`` grid masks ``(count, grid, grid)``; the ratio is drawn once for the batch."""
+    r = draw_ratio(ratio, rng)
+    make = blocked_grid if pattern == "blocked" else discrete_grid
+    if pattern not in ("blocked", "discrete"):
+        raise ValueError(f"unknown mask pattern {pattern!r}")
+    return np.stack([make(grid, r, rng) for _ in range(count)])
+
+
+def upsample(grids: np.ndarray | torch.Tensor, size: tuple[int, int],
+             device: Optional[torch.device] = None) -> torch.Tensor:
+    """Nearest upsampling of ``(m, g, g)`` grids to a boolean ``(m, 1, H, W)`` pixel mask."""
+    g = torch.as_tensor(grids, device=device).to(torch.float32)[:, None]
+    return F.interpolate(g, size=size, mode="nearest") > 0.5
+
+
+def sample_masks(pattern: str, grid: int, ratio: Ratio, size: tuple[int, int], batch: int,
+                 per_sample: bool, rng: np.random.Generator,
+                 device: Optional[torch.device] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel masks and their lambdas.
+
+    Returns ``mask`` of shape ``(1, 1, H, W)`` (one mask for the batch) or ``(n, 1, H, W)``
+    (per sample), and ``lam``: a scalar tensor or ``(n,)``, the kept fraction of each mask.
+    """
+    grids = sample_grids(pattern, grid, ratio, batch if per_sample else 1, rng)
+    mask = upsample(grids, size, device)
+    lam = mask.float().mean(dim=(1, 2, 3))
+    return mask, (lam if per_sample else lam[0])
