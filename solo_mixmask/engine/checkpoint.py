@@ -109,7 +109,7 @@ class Checkpointer(Callback):
     def save(self, trainer: pl.Trainer) -> Path:
         path = self.path_for(trainer.current_epoch)
         tmp = path.with_name(path.name + ".tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, path)
             if self.last is not None and self.last != path and not self.keep_prev:

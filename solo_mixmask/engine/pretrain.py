@@ -161,7 +161,9 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
     if ckpt_path is not None:
         print(f"Resuming from {ckpt_path}")
 
-    all_callbacks: list[Callback] = [TQDMProgressBar(refresh_rate=1), *extra]
+    all_callbacks: list[Callback] = list(extra)
+    if bool(select(cfg, "enable_progress_bar", True)):
+        all_callbacks.insert(0, TQDMProgressBar(refresh_rate=1))
     if bool(cfg.checkpoint.enabled):
         all_callbacks.append(Checkpointer(run_dir, cfg.name, version, cfg.checkpoint.frequency,
                                           bool(cfg.checkpoint.keep_prev)))

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# mocov2plus on imagenet-100. Usage: mocov2plus.sh [VARIANT] [key=value ...]
+#   VARIANT: vanilla (default)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+variant="vanilla"
+if [[ $# -gt 0 && "$1" != *=* ]]; then variant="$1"; shift; fi
+config="mocov2plus"
+[[ "$variant" != "vanilla" ]] && config="mocov2plus_$variant"
+exec solo-mixmask pretrain --config-path "$here" --config-name "$config.yaml" "$@"

@@ -1,0 +1,112 @@
+"""Shared fixtures: real images from ../shared/data, unpacked once per session.
+
+Where the data is missing, data tests skip with a reason; with ``SOLO_MIXMASK_REQUIRE_DATA=1`` (set
+by ``.ci/run``) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from solo_mixmask.data.npz import shared_data_dir, unpack_npz
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRE_DATA = os.environ.get("SOLO_MIXMASK_REQUIRE_DATA") == "1"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def data_file(relative: str) -> Path:
+    """A file under the shared data directory, or skip (fail in CI) with the reason."""
+    root = shared_data_dir()
+    path = root / relative if root else None
+    if path is None or not path.is_file():
+        reason = (f"real image data not found ({relative}); put the shared data at ../shared/data "
+                  "or set SOLO_MIXMASK_DATA")
+        if REQUIRE_DATA:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+def _unpack(cache: Path, npz: str, name: str, per_class: int) -> Path:
+    return unpack_npz(data_file(npz), cache / name, per_class=per_class)
+
+
+@pytest.fixture(scope="session")
+def cifar_train(data_cache) -> Path:
+    """500 real CIFAR-10 training images (50 per class) as an ImageFolder tree."""
+    return _unpack(data_cache, "cifar10-jpeg/train.npz", "cifar10-train", 50)
+
+
+@pytest.fixture(scope="session")
+def cifar_test(data_cache) -> Path:
+    """200 real CIFAR-10 test images (20 per class)."""
+    return _unpack(data_cache, "cifar10-jpeg/test.npz", "cifar10-test", 20)
+
+
+@pytest.fixture(scope="session")
+def imagenette_train(data_cache) -> Path:
+    """100 real Imagenette images at 224 px (10 per class)."""
+    return _unpack(data_cache, "imagenette2-224px/train_200pc.npz", "imagenette-train", 10)
+
+
+AUG_32 = {
+    "rrc": {"enabled": True, "crop_min_scale": 0.2, "crop_max_scale": 1.0},
+    "color_jitter": {"prob": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2,
+                     "hue": 0.1},
+    "grayscale": {"prob": 0.2},
+    "gaussian_blur": {"prob": 0.0},
+    "solarization": {"prob": 0.0},
+    "horizontal_flip": {"prob": 0.5},
+    "crop_size": 32,
+    "num_crops": 2,
+}
+
+METHOD_KWARGS: dict[str, dict[str, Any]] = {
+    "mocov2plus": {"proj_hidden_dim": 64, "proj_output_dim": 32, "queue_size": 256,
+                   "temperature": 0.2},
+    "byol": {"proj_hidden_dim": 64, "proj_output_dim": 32, "pred_hidden_dim": 64},
+    "simclr": {"proj_hidden_dim": 64, "proj_output_dim": 32, "temperature": 0.2},
+    "simsiam": {"proj_hidden_dim": 64, "proj_output_dim": 32, "pred_hidden_dim": 16},
+}
+
+
+def tiny_cfg(method: str, train_path: Path, tmp: Path, val_path: Path | None = None,
+             **overrides: Any):
+    """A small but complete pretraining config on real images (resnet18 at 1/8 width)."""
+    base = method.removeprefix("mixmask_")
+    cfg = OmegaConf.create({
+        "name": f"test-{method}",
+        "method": method,
+        "backbone": {"name": "resnet18", "kwargs": {"width": 0.125}},
+        "method_kwargs": dict(METHOD_KWARGS[base]),
+        "momentum": {"base_tau": 0.99, "final_tau": 1.0},
+        "data": {"dataset": "cifar10", "train_path": str(train_path),
+                 "val_path": str(val_path) if val_path else None, "num_workers": 0},
+        "augmentations": [dict(AUG_32)],
+        "optimizer": {"name": "sgd", "batch_size": 32, "lr": 0.3, "classifier_lr": 0.3,
+                      "weight_decay": 1e-4},
+        "scheduler": {"name": "warmup_cosine", "warmup_epochs": 0},
+        "checkpoint": {"enabled": True, "dir": str(tmp / "trained_models")},
+        "max_epochs": 1,
+        "accelerator": "cpu",
+        "devices": 1,
+        "precision": 32,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    })
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key.replace("__", "."), value, force_add=True)
+    return cfg
