@@ -36,7 +36,6 @@ def quickstart_config(out: Path, overrides: list[str]):
 
 def run(args: argparse.Namespace) -> int:
     import torch
-
     from lightning.pytorch.callbacks import Callback
 
     from ..engine.monitors import KNNMonitor
