@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Callable, Optional
 
 from omegaconf import DictConfig
@@ -36,6 +37,11 @@ def build_dataset(cfg: DictConfig, path: str, train: bool, transform: Optional[C
     """An ImageFolder tree when ``path`` has class folders (or ``no_labels``); torchvision's
     CIFAR/STL loader otherwise, for the datasets it knows."""
     name = cfg.data.dataset
+    if not select(cfg, "data.download", False):
+        if not Path(path).exists():
+            raise DataError(f"data path does not exist: {path}")
+        if Path(path).is_dir() and not any(Path(path).iterdir()):
+            raise DataError(f"data path is empty: {path}")
     if DATASETS[name].torchvision and not no_labels and not has_class_folders(path):
         return TorchvisionDataset(name, path, train, transform, bool(cfg.data.download),
                                   with_index=with_index)

@@ -28,7 +28,8 @@ def blocked_grid(grid: int, ratio: float, rng: np.random.Generator, min_cells: i
 
     Each rectangle has an area drawn uniformly between ``min_cells`` (capped by the cells still
     wanted) and the cells still wanted, a log-uniform aspect ratio in ``[min_aspect, 1/min_aspect]``,
-    and is accepted only if it adds between 1 and the still-wanted number of new cells. A placement
+    at least that minimum area after rounding to whole cells, and is accepted only if it adds
+    between 1 and the still-wanted number of new cells. A placement
     gets ``attempts`` tries; generation stops at the first placement that adds nothing.
     """
     mask = np.zeros((grid, grid), dtype=bool)
@@ -44,6 +45,8 @@ def blocked_grid(grid: int, ratio: float, rng: np.random.Generator, min_cells: i
             aspect = math.exp(rng.uniform(log_lo, log_hi))
             h = min(grid, max(1, int(round(math.sqrt(area * aspect)))))
             w = min(grid, max(1, int(round(math.sqrt(area / aspect)))))
+            if h * w < lo:  # rounding shrank the rectangle below the minimum
+                continue
             top = int(rng.integers(0, grid - h + 1))
             lft = int(rng.integers(0, grid - w + 1))
             block = mask[top:top + h, lft:lft + w]
