@@ -40,6 +40,10 @@ setup(
     extras_require={
         "dali": ["nvidia-dali-cuda120"],
         "dev": ["pytest>=7", "pytest-timeout", "ruff"],
+        # solo-learn 1.0.6 (the PyPI release is not usable) for running the MixMask variants inside
+        # its own classes; building it needs setuptools<81, see docs/solo-learn.md.
+        "solo": ["solo-learn @ git+https://github.com/vturrisi/solo-learn"
+                 "@9187ea39c2c3f43c455ab06664d2b019a9802954"],
     },
     entry_points={"console_scripts": ["solo-mixmask=solo_mixmask.cli:main"]},
     classifiers=[
