@@ -24,14 +24,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def quickstart_config(out: Path, overrides: list[str]):
-    text = resources.files("solo_mixmask").joinpath("configs/quickstart.yaml").read_text()
-    cfg = OmegaConf.create(text)
+    """The packaged quickstart config with Hydra overrides, pointed at freshly written digits."""
+    from ..config import load_config
     from ..data.digits import write_digits
 
-    train, val = write_digits(out / "digits")
+    configs = resources.files("solo_mixmask").joinpath("configs")
+    with resources.as_file(configs) as directory:
+        cfg = load_config(str(directory), "quickstart", overrides)
+    size = int(cfg.augmentations[0].crop_size)
+    train, val = write_digits(out / f"digits-{size}px", size=size)
     cfg.data.train_path, cfg.data.val_path = str(train), str(val)
-    cfg.checkpoint.dir = str(out / "trained_models")
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    if OmegaConf.is_missing(cfg.checkpoint, "dir") or cfg.checkpoint.dir is None:
+        cfg.checkpoint.dir = str(out / "trained_models")
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ names the offending key.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -77,6 +78,7 @@ def parse_pretrain_cfg(cfg: DictConfig) -> DictConfig:
     """Fills solo-learn's defaults, scales the learning rates and validates the config."""
     from ..methods import METHODS
 
+    cfg = copy.deepcopy(cfg)  # never mutate the caller's config
     OmegaConf.set_struct(cfg, False)
     method = require(cfg, "method")
     if method not in METHODS:
@@ -194,11 +196,13 @@ def parse_pretrain_cfg(cfg: DictConfig) -> DictConfig:
     _default(cfg, "dali.device", "auto")
     _default(cfg, "dali.threads", None)
 
-    # linear lr scaling by the total batch size (solo-learn's convention)
-    scale = batch_size * world_size(cfg) / 256
-    cfg.optimizer.lr = float(cfg.optimizer.lr) * scale
-    cfg.optimizer.classifier_lr = float(cfg.optimizer.classifier_lr) * scale
-    cfg.optimizer.lr_scale = scale
+    # linear lr scaling by the total batch size (solo-learn's convention); a parsed config (such
+    # as a run's args.json) records its scale and is not scaled twice
+    if select(cfg, "optimizer.lr_scale") is None:
+        scale = batch_size * world_size(cfg) / 256
+        cfg.optimizer.lr = float(cfg.optimizer.lr) * scale
+        cfg.optimizer.classifier_lr = float(cfg.optimizer.classifier_lr) * scale
+        cfg.optimizer.lr_scale = scale
 
     _default(cfg, "method_kwargs", {})
     METHODS[method].add_and_assert_specific_cfg(cfg)

@@ -1,0 +1,57 @@
+"""Runs a few DDP steps on CPU (2 processes, gloo) and saves what each rank saw.
+
+Usage: python ddp_probe.py CONFIG.yaml OUT_DIR
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
+
+from solo_mixmask.engine.pretrain import pretrain
+from solo_mixmask.losses import simclr_loss_func
+
+
+class Probe(Callback):
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.seen: dict = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        forward, after = pl_module.ssl_forward, pl_module.after_ssl_step
+
+        def ssl_forward(crops):
+            out = forward(crops)
+            if "z" in out and "simclr" not in self.seen:
+                z1, z2 = (z.detach() for z in out["z"])
+                values = simclr_loss_func(z1, z2, pl_module.temperature, reduction="none")
+                self.seen["simclr"] = {"z1": z1, "z2": z2, "values": values}
+            return out
+
+        def after_ssl_step(out):
+            after(out)
+            if "keys" in out and "moco" not in self.seen:
+                n = len(out["keys"][1]) * trainer.world_size
+                ptr = int(pl_module.queue_ptr)
+                start = (ptr - n) % pl_module.queue.shape[-1]
+                block = pl_module.queue[pl_module.queue_of(1), :, start:start + n].clone()
+                self.seen["moco"] = {"keys": out["keys"][1].clone(), "block": block}
+
+        pl_module.ssl_forward = ssl_forward
+        pl_module.after_ssl_step = after_ssl_step
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.seen["rank"] = trainer.global_rank
+        self.seen["world"] = trainer.world_size
+        torch.save(self.seen, self.out / f"rank{trainer.global_rank}.pt")
+
+
+if __name__ == "__main__":
+    cfg = OmegaConf.load(sys.argv[1])
+    out = Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    pretrain(cfg, callbacks=[Probe(out)], trainer_kwargs={"logger": False})

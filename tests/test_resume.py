@@ -1,0 +1,96 @@
+"""A run killed with SIGKILL mid-epoch resumes from its last checkpoint with identical state."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import REPO, tiny_cfg
+from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
+
+from solo_mixmask.config import parse_pretrain_cfg
+from solo_mixmask.engine.checkpoint import find_resumable
+from solo_mixmask.engine.pretrain import pretrain
+
+
+class CaptureAtStart(Callback):
+    """Records the state the resumed run starts from (after Lightning restored the checkpoint)."""
+
+    def __init__(self) -> None:
+        self.state: dict = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.state = {
+            "epoch": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "queue": pl_module.queue.clone(),
+            "queue_ptr": pl_module.queue_ptr.clone(),
+            "momentum": {k: v.clone() for k, v in pl_module.momentum_backbone.state_dict().items()},
+            "optimizer": copy.deepcopy(trainer.optimizers[0].state_dict()),
+            "scheduler": trainer.lr_scheduler_configs[0].scheduler.state_dict(),
+            "rng": pl_module.branches.state_dict(),
+            "tau": pl_module.current_tau(),
+        }
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_auto_resume(cifar_train, tmp_path):
+    cfg = tiny_cfg("mixmask_mocov2plus", cifar_train, tmp_path, max_epochs=2,
+                   optimizer__batch_size=16, limit_train_batches=12, auto_resume__enabled=True,
+                   method_kwargs__symmetric=False, method_kwargs__queue_size=128)
+    (tmp_path / "cfg.yaml").write_text(OmegaConf.to_yaml(cfg))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "solo_mixmask", "pretrain", "--config-path", str(tmp_path),
+         "--config-name", "cfg.yaml"], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = tmp_path / "trained_models" / "mixmask_mocov2plus"
+    try:
+        assert wait_for(lambda: any(root.glob("*/*-ep=0.ckpt")), 240), "no first checkpoint"
+        time.sleep(0.5)  # inside epoch 1 (12 steps)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not any(root.glob("*/*-ep=1.ckpt")), "the run finished before it was killed"
+    parsed = parse_pretrain_cfg(cfg)
+    ckpt_path = find_resumable(parsed, root, max_hours=1)
+    assert ckpt_path is not None
+    # a torn temporary file from a kill during a save is never picked up
+    (ckpt_path.parent / (ckpt_path.name.replace("ep=", "ep=9") + ".tmp")).write_bytes(b"torn")
+    assert find_resumable(parsed, root, max_hours=1) == ckpt_path
+    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+
+    probe = CaptureAtStart()
+    result = pretrain(cfg, callbacks=[probe])
+    s = probe.state
+    assert s["epoch"] == saved["epoch"] + 1 and s["global_step"] == saved["global_step"]
+    sd = saved["state_dict"]
+    assert torch.equal(s["queue"], sd["queue"]) and torch.equal(s["queue_ptr"], sd["queue_ptr"])
+    for k, v in s["momentum"].items():
+        assert torch.equal(v, sd[f"momentum_backbone.{k}"]), k
+    opt = saved["optimizer_states"][0]["state"]
+    assert opt and all(torch.equal(s["optimizer"]["state"][i]["momentum_buffer"],
+                                   opt[i]["momentum_buffer"]) for i in opt)
+    assert s["scheduler"]["last_epoch"] == saved["lr_schedulers"][0]["last_epoch"]
+    assert s["rng"] == saved["mixmask_branches"]
+    assert result.run_dir == ckpt_path.parent  # continued in the same run directory
+    assert result.checkpoint.name.endswith("-ep=1.ckpt")
+    assert not ckpt_path.exists()  # the previous checkpoint was replaced, not kept
