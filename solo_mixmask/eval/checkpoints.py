@@ -125,3 +125,33 @@ def load_backbone(path: str | os.PathLike, name: Optional[str] = None,
                               f"{detail}") from None
     info.update({"name": name, "kwargs": kwargs})
     return backbone, info
+
+
+def resolve_backbone_spec(obj: dict[str, Any], name: Optional[str] = None,
+                          kwargs: Optional[dict[str, Any]] = None
+                          ) -> tuple[Optional[str], Optional[dict[str, Any]]]:
+    """The architecture to build for ``obj``: the one asked for, completed by what the checkpoint
+    stores (its config, else its ResNet weights), so an evaluation config may just say
+    ``backbone.name: resnet18`` for a half-width CIFAR model. Asking for another architecture than
+    the stored one is a CheckpointError rather than a confusing shape dump."""
+    if name is None:
+        return None, None
+    kwargs = dict(kwargs or {})
+    stored = stored_backbone_cfg(obj)
+    if stored is not None:
+        stored_name = str(stored["backbone"]["name"])
+        if stored_name != name:
+            raise CheckpointError(f"backbone mismatch: asked for {name} but the checkpoint holds a "
+                                  f"{stored_name}")
+        return name, {**dict(stored["backbone"].get("kwargs") or {}), **kwargs}
+    if name.startswith("resnet"):
+        weights, _ = split_backbone(obj)
+        try:
+            guess = infer_resnet(weights)
+        except CheckpointError:
+            return name, kwargs
+        if guess["name"] != name:
+            raise CheckpointError(f"backbone mismatch: asked for {name} but the checkpoint holds "
+                                  f"{guess['name']} weights")
+        return name, {**guess["kwargs"], **kwargs}
+    return name, kwargs

@@ -1,0 +1,266 @@
+"""Evaluation subcommands: ``knn``, ``linear``, ``semi``, ``export-detectron2`` and ``report``.
+
+``knn`` takes a checkpoint and two ImageFolder trees; ``linear`` and ``semi`` take a solo-learn style
+config (``--config-path DIR --config-name NAME key=value ...``). Each evaluation prints its numbers and
+writes a JSON result record (``solo_mixmask/eval/records.py``) that ``report`` tabulates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..errors import ConfigError
+
+
+def _knn_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint of this package, solo-learn or MoCo/MixMask")
+    p.add_argument("--train-path", required=True, help="ImageFolder tree of the feature bank")
+    p.add_argument("--val-path", required=True, help="ImageFolder tree to classify")
+    p.add_argument("--dataset", default=None,
+                   help="dataset name for the normalisation statistics and the record (default: "
+                   "the checkpoint's pretraining dataset, else ImageNet statistics)")
+    p.add_argument("--crop-size", type=int, default=None,
+                   help="centre crop size (default: the checkpoint's, else 32 for CIFAR, 64 for "
+                   "Tiny-ImageNet, 224 otherwise)")
+    p.add_argument("--k", type=int, default=200, help="neighbours (default 200)")
+    p.add_argument("--temperature", "-T", type=float, default=0.1,
+                   help="temperature of the cosine weights exp(sim/T) (default 0.1)")
+    p.add_argument("--distance", choices=("cosine", "euclidean"), default="cosine",
+                   help="cosine (InstDisc/Un-Mix) or solo-learn's inverse euclidean weights")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--bank-dtype", choices=("float32", "float16"), default="float32",
+                   help="storage of the train features (float16 halves an ImageNet bank)")
+    p.add_argument("--test-chunk", type=int, default=1024, help="queries per similarity block")
+    p.add_argument("--train-chunk", type=int, default=65536, help="bank rows per similarity block")
+    _backbone_arguments(p)
+    _record_arguments(p)
+
+
+def _backbone_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default=None,
+                   help="backbone name (default: stored in or inferred from the checkpoint)")
+    p.add_argument("--backbone-kwargs", default=None, type=json.loads,
+                   help='backbone kwargs as JSON, e.g. \'{"width": 0.5}\'')
+
+
+def _record_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", default="results",
+                   help="folder of the JSON result record (default: ./results)")
+    p.add_argument("--no-record", action="store_true", help="print only, write no record")
+    p.add_argument("--method", default=None,
+                   help="pretraining method for the record, for checkpoints without a config")
+    p.add_argument("--variant", default=None,
+                   help="vanilla, unmix, mixmask, mixmask_star or erase (same purpose)")
+    p.add_argument("--epochs", type=int, default=None, help="pretraining epochs (same purpose)")
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="ResNet-50 checkpoint (any supported layout)")
+    p.add_argument("output", help="Detectron2 weights to write, e.g. r50_mixmask.pkl")
+    p.add_argument("--author", default="solo-mixmask", help="the pickle's __author__ field")
+
+
+def _report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results_dir", help="folder of result records (searched recursively)")
+    p.add_argument("--runs", nargs="*", default=[],
+                   help="pretraining run folders (or parents) whose logs to plot")
+    p.add_argument("--out", default=None, help="where to write report.md and curves.png "
+                   "(default: the results folder)")
+    p.add_argument("--metric", choices=("acc1", "acc5"), default="acc1")
+    p.add_argument("--no-plot", action="store_true", help="tables only")
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    from .pretrain import add_config_arguments
+
+    adders: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+        "knn": _knn_arguments, "linear": add_config_arguments, "semi": add_config_arguments,
+        "export-detectron2": _export_arguments, "report": _report_arguments,
+    }
+    adders[name](p)
+
+
+# ----------------------------------------------------------------------------------------- knn
+def _stored_cfg(path: str, obj: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The pretraining config inside the checkpoint, else in the ``args.json`` beside it."""
+    from ..eval.records import read_run_args
+
+    cfg = obj.get("cfg")
+    return cfg if isinstance(cfg, dict) else read_run_args(Path(path).parent)
+
+
+def _knn_data_cfg(args: argparse.Namespace, stored: Optional[dict[str, Any]]):
+    """Dataset name, crop size and normalisation: the command line first, then the checkpoint's
+    pretraining config, then the dataset's defaults."""
+    from omegaconf import OmegaConf
+
+    from ..data.info import DATASETS, canonical_dataset
+    from ..eval.linear import DEFAULT_CROP
+
+    stored = stored or {}
+    data = stored.get("data") or {}
+    dataset = canonical_dataset(args.dataset or data.get("dataset") or "custom")
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r}: choose one of {sorted(DATASETS)}")
+    crop = args.crop_size
+    if crop is None and stored.get("augmentations"):
+        crop = stored["augmentations"][0].get("crop_size")
+    crop = int(crop or DEFAULT_CROP.get(dataset, 224))
+    same = args.dataset is None or canonical_dataset(data.get("dataset", "")) == dataset
+    mean = (same and data.get("mean")) or DATASETS[dataset].mean
+    std = (same and data.get("std")) or DATASETS[dataset].std
+    return OmegaConf.create({"data": {"dataset": dataset, "train_path": args.train_path,
+                                      "val_path": args.val_path, "download": False,
+                                      "augmentations": {"crop_size": crop, "mean": list(mean),
+                                                        "std": list(std)}}})
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here")
+    return torch.device(name)
+
+
+def run_knn(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data.augmentations import build_eval_transform
+    from ..eval.checkpoints import (
+        load_backbone,
+        load_checkpoint_file,
+        resolve_backbone_spec,
+        split_backbone,
+    )
+    from ..eval.features import eval_loader, extract_bank, image_dataset
+    from ..eval.knn import knn_accuracy
+    from ..eval.linear import check_classes
+    from ..eval.records import make_record, provenance, write_record
+
+    if args.k < 1 or args.temperature <= 0:
+        raise ConfigError("--k must be at least 1 and --temperature positive")
+    obj = load_checkpoint_file(args.checkpoint)
+    _, fmt = split_backbone(obj)
+    info = provenance(args.checkpoint, obj, fmt)
+    name, kwargs = resolve_backbone_spec(obj, args.backbone, args.backbone_kwargs)
+    cfg = _knn_data_cfg(args, _stored_cfg(args.checkpoint, obj))
+    del obj
+    backbone, built = load_backbone(args.checkpoint, name, kwargs)
+    info["backbone"] = built["name"]
+
+    aug = cfg.data.augmentations
+    transform = build_eval_transform(int(aug.crop_size), list(aug.mean), list(aug.std))
+    train = image_dataset(args.train_path, cfg.data.dataset, transform, True)
+    val = image_dataset(args.val_path, cfg.data.dataset, transform, False)
+    num_classes = check_classes(cfg, train, val)
+    device = _device(args.device)
+    backbone = backbone.to(device)
+    dtype = torch.float16 if args.bank_dtype == "float16" else torch.float32
+    banks = [extract_bank(backbone, eval_loader(ds, args.batch_size, args.num_workers,
+                                                pin_memory=device.type == "cuda"),
+                          device, dtype, normalize=args.distance == "cosine")
+             for ds in (train, val)]
+    (tr_f, tr_y), (te_f, te_y) = banks
+    top1, top5 = knn_accuracy(tr_f, tr_y, te_f.to(device), te_y, num_classes, args.k,
+                              args.temperature, args.distance, test_chunk=args.test_chunk,
+                              train_chunk=args.train_chunk)
+    print(f"KNN ({args.distance}, k={args.k}, T={args.temperature}) on {args.val_path}: "
+          f"top-1 {top1:.2f}%  top-5 {top5:.2f}%  ({len(tr_f)} train / {len(te_f)} val images)")
+    if not args.no_record:
+        settings = {"k": args.k, "temperature": args.temperature, "distance": args.distance,
+                    "crop_size": int(aug.crop_size),
+                    "train_path": str(Path(args.train_path).resolve()),
+                    "val_path": str(Path(args.val_path).resolve()),
+                    "num_train": len(tr_f), "num_val": len(te_f)}
+        record = make_record("knn", {"acc1": top1, "acc5": top5}, checkpoint=args.checkpoint,
+                             dataset=cfg.data.dataset, settings=settings, info=info,
+                             overrides={"method": args.method, "variant": args.variant,
+                                        "epochs": args.epochs})
+        print(f"record: {write_record(record, args.results_dir)}")
+    return 0
+
+
+# ------------------------------------------------------------------------------- linear / semi
+def _print_result(kind: str, result) -> None:
+    m = result.metrics
+    print(f"{kind}: top-1 {m['acc1']:.2f}%  top-5 {m['acc5']:.2f}%")
+    print(f"run directory: {result.run_dir}")
+    print(f"record: {result.record_path}")
+
+
+#: overrides whose values are file paths: quoted for Hydra, whose grammar rejects the ``=`` of
+#: checkpoint names such as ``...-ep=99.ckpt``
+PATH_KEYS = ("pretrained_feature_extractor", "data.train_path", "data.val_path",
+             "semi.subset_file", "checkpoint.dir", "results_dir")
+
+
+def quote_paths(overrides: list[str]) -> list[str]:
+    out = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key.lstrip("+~") in PATH_KEYS and value and value[0] not in "'\"":
+            value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        out.append(f"{key}{sep}{value}")
+    return out
+
+
+def _config(args: argparse.Namespace):
+    from ..config import load_config
+
+    return load_config(args.config_path, args.config_name, quote_paths(list(args.overrides)))
+
+
+def run_linear_command(args: argparse.Namespace) -> int:
+    from ..eval.linear import run_linear
+
+    cfg = _config(args)
+    _print_result("linear", run_linear(cfg))
+    return 0
+
+
+def run_semi_command(args: argparse.Namespace) -> int:
+    from ..eval.semi import run_semi
+
+    cfg = _config(args)
+    result = run_semi(cfg)
+    _print_result(f"semi ({result.record['settings']['labels']} labels)", result)
+    return 0
+
+
+# ------------------------------------------------------------------------------ export, report
+def run_export(args: argparse.Namespace) -> int:
+    from ..eval.detectron2 import export_detectron2
+
+    info = export_detectron2(args.checkpoint, args.output, author=args.author)
+    print(f"wrote {info['keys']} Detectron2 weights ({info['format']} checkpoint) to "
+          f"{info['output']}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from ..eval.report import build_report
+
+    report = build_report(args.results_dir, args.runs, args.out, args.metric,
+                          plot=not args.no_plot)
+    print(report.markdown)
+    print(f"wrote {report.markdown_path}" + (f" and {report.figure_path}"
+                                              if report.figure_path else ""))
+    return 0
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "knn": run_knn, "linear": run_linear_command, "semi": run_semi_command,
+    "export-detectron2": run_export, "report": run_report,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    return RUNNERS[args.command](args)

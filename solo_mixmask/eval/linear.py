@@ -1,0 +1,442 @@
+"""Linear evaluation with solo-learn's ``main_linear`` config schema.
+
+A pretrained backbone (this package, solo-learn or the official MoCo/MixMask layout) is frozen, kept
+in eval mode (its BatchNorm statistics never move), and a linear classifier is trained on
+random-resized crops and flips, then scored on centre crops of the validation set (top-1/top-5).
+``finetune: true`` trains the backbone too (the semi-supervised fine-tuning protocol).
+``features.precompute: true`` is a fast path: features of unaugmented images are extracted once and
+the classifier trains on them; it is not the standard protocol and is recorded as such.
+
+Runs live in ``<checkpoint.dir>/<linear|semi>/<version>/`` (``args.json``, CSV logs under ``logs/``,
+the final checkpoint); the result record goes to ``results_dir``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from ..config.loading import select
+from ..config.pretrain import OPTIMIZERS, require, world_size
+from ..data.augmentations import build_eval_transform, build_linear_train_transform
+from ..data.info import DATASETS, canonical_dataset
+from ..errors import CheckpointError, ConfigError, DataError
+from ..utils.optim import build_optimizer
+from ..utils.schedulers import step_decay, warmup_cosine
+from .checkpoints import load_backbone, load_checkpoint_file, resolve_backbone_spec, split_backbone
+from .features import class_names, eval_loader, extract_features, image_dataset
+from .records import make_record, provenance, write_record
+
+SCHEDULERS = ("step", "cosine", "warmup_cosine", "none")
+#: crop sizes of the usual protocols when the config does not give one
+DEFAULT_CROP = {"cifar10": 32, "cifar100": 32, "stl10": 96, "tiny-imagenet": 64}
+
+
+def _default(cfg: DictConfig, key: str, value: Any) -> None:
+    OmegaConf.update(cfg, key, select(cfg, key, value), force_add=True)
+
+
+def _checkpoint_path(cfg: DictConfig) -> str:
+    path = select(cfg, "pretrained_feature_extractor")
+    if path in (None, "", "None", "none", "???"):
+        raise ConfigError("set pretrained_feature_extractor=PATH (the pretrained checkpoint)")
+    if not Path(str(path)).is_file():
+        raise CheckpointError(f"pretrained_feature_extractor: checkpoint not found: {path}")
+    return str(path)
+
+
+def _parse_data(cfg: DictConfig) -> None:
+    dataset = canonical_dataset(require(cfg, "data.dataset"))
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg.data.dataset!r}: choose one of {sorted(DATASETS)}")
+    cfg.data.dataset = dataset
+    require(cfg, "data.train_path")
+    require(cfg, "data.val_path")
+    _default(cfg, "data.format", "image_folder")
+    if cfg.data.format != "image_folder":
+        raise ConfigError(f"data.format={cfg.data.format!r}: evaluation reads image_folder data "
+                          "(or torchvision's CIFAR/STL files)")
+    _default(cfg, "data.num_workers", 4)
+    _default(cfg, "data.download", False)
+    info = DATASETS[dataset]
+    crop = select(cfg, "data.augmentations.crop_size") or select(cfg, "data.crop_size")
+    _default(cfg, "data.augmentations.crop_size", int(crop or DEFAULT_CROP.get(dataset, 224)))
+    _default(cfg, "data.augmentations.mean", list(select(cfg, "data.mean") or info.mean))
+    _default(cfg, "data.augmentations.std", list(select(cfg, "data.std") or info.std))
+
+
+def _parse_optimisation(cfg: DictConfig) -> None:
+    name = str(require(cfg, "optimizer.name")).lower()
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}: choose one of {list(OPTIMIZERS)}")
+    cfg.optimizer.name = name
+    batch_size = int(require(cfg, "optimizer.batch_size"))
+    if batch_size < 1:
+        raise ConfigError(f"optimizer.batch_size={batch_size} must be positive")
+    lr = float(require(cfg, "optimizer.lr"))
+    if not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"optimizer.lr={lr} must be a positive number")
+    _default(cfg, "optimizer.weight_decay", 0.0)
+    _default(cfg, "optimizer.kwargs", {})
+    _default(cfg, "optimizer.backbone_lr", lr)
+    if name in ("sgd", "lars"):
+        _default(cfg, "optimizer.kwargs.momentum", 0.9)
+    _default(cfg, "scheduler.name", "step")
+    if cfg.scheduler.name not in SCHEDULERS:
+        raise ConfigError(f"unknown scheduler {cfg.scheduler.name!r}: choose one of "
+                          f"{list(SCHEDULERS)}")
+    _default(cfg, "scheduler.lr_decay_steps", [60, 80])
+    _default(cfg, "scheduler.gamma", 0.1)
+    _default(cfg, "scheduler.warmup_epochs", 0)
+    _default(cfg, "scheduler.warmup_start_lr", 0.0)
+    _default(cfg, "scheduler.min_lr", 0.0)
+
+
+def parse_linear_cfg(cfg: DictConfig) -> DictConfig:
+    """Fills solo-learn's linear defaults, validates every key and scales the learning rates by
+    the total batch size / 256 (solo-learn's convention)."""
+    OmegaConf.set_struct(cfg, False)
+    _checkpoint_path(cfg)
+    _default(cfg, "backbone.name", None)
+    _default(cfg, "backbone.kwargs", {})
+    _parse_data(cfg)
+    _parse_optimisation(cfg)
+    _default(cfg, "finetune", False)
+    _default(cfg, "features.precompute", False)
+    if cfg.finetune and cfg.features.precompute:
+        raise ConfigError("features.precompute needs a frozen backbone (finetune: false)")
+    _default(cfg, "max_epochs", 100)
+    if int(cfg.max_epochs) < 1:
+        raise ConfigError(f"max_epochs={cfg.max_epochs} must be at least 1")
+    for key, value in (("devices", 1), ("num_nodes", 1), ("accelerator", "auto"),
+                       ("strategy", "auto"), ("precision", 32), ("sync_batchnorm", False),
+                       ("seed", 5), ("results_dir", "results"), ("checkpoint.enabled", True),
+                       ("checkpoint.dir", "trained_models"), ("checkpoint.frequency", 1),
+                       ("checkpoint.keep_prev", False), ("auto_resume.enabled", False),
+                       ("auto_resume.max_hours", 36), ("pretrain_method", None),
+                       ("pretrain_variant", None), ("pretrain_epochs", None)):
+        _default(cfg, key, value)
+    _default(cfg, "name", f"linear-{cfg.data.dataset}")
+    scale = int(cfg.optimizer.batch_size) * world_size(cfg) / 256
+    cfg.optimizer.lr = float(cfg.optimizer.lr) * scale
+    cfg.optimizer.backbone_lr = float(cfg.optimizer.backbone_lr) * scale
+    cfg.optimizer.lr_scale = scale
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ data
+def check_classes(cfg: DictConfig, train: Dataset, val: Dataset) -> int:
+    """The class count, after checking that the configured count, the training folders and the
+    validation folders agree (a mismatch would silently mislabel or crash deep in training)."""
+    info = DATASETS[cfg.data.dataset]
+    train_names, val_names = class_names(train), class_names(val)
+    found = len(train_names) if train_names else None
+    expected = select(cfg, "data.num_classes") or info.num_classes
+    if expected is not None and found is not None and int(expected) != found:
+        raise DataError(f"label count mismatch: {cfg.data.dataset} expects {expected} classes but "
+                        f"{cfg.data.train_path} has {found} class folders")
+    if train_names and val_names and train_names != val_names:
+        extra = sorted(set(val_names) ^ set(train_names))[:3]
+        raise DataError(f"label count mismatch: {cfg.data.train_path} has {len(train_names)} "
+                        f"classes, {cfg.data.val_path} has {len(val_names)} (differing: {extra})")
+    num = found or expected
+    if not num:
+        raise DataError(f"cannot tell the number of classes of {cfg.data.train_path}")
+    targets = getattr(train, "targets", None)
+    if targets is not None and len(targets) and max(targets) >= int(num):
+        raise DataError(f"label count mismatch: labels go up to {max(targets)} but there are "
+                        f"{num} classes")
+    return int(num)
+
+
+def build_datasets(cfg: DictConfig, augment: bool) -> tuple[Dataset, Dataset, int]:
+    """Train (crop+flip when ``augment``, else centre crops) and validation datasets."""
+    size = int(cfg.data.augmentations.crop_size)
+    mean, std = list(cfg.data.augmentations.mean), list(cfg.data.augmentations.std)
+    train_tf = (build_linear_train_transform(size, mean, std) if augment
+                else build_eval_transform(size, mean, std))
+    download = bool(cfg.data.download)
+    train = image_dataset(cfg.data.train_path, cfg.data.dataset, train_tf, True, download)
+    val = image_dataset(cfg.data.val_path, cfg.data.dataset, build_eval_transform(size, mean, std),
+                        False, download)
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(f"no images in {cfg.data.train_path if len(train) == 0 else cfg.data.val_path}")
+    return train, val, check_classes(cfg, train, val)
+
+
+# ----------------------------------------------------------------------------------------- model
+class LinearModel(pl.LightningModule):
+    """A linear classifier on a frozen (eval-mode, no-grad) or fine-tuned backbone; with no
+    backbone the inputs are precomputed features."""
+
+    def __init__(self, backbone: Optional[nn.Module], features_dim: int, num_classes: int,
+                 cfg: DictConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.finetune = bool(cfg.finetune) and backbone is not None
+        self.classifier = nn.Linear(features_dim, num_classes)
+        self.num_classes = num_classes
+        if backbone is not None and not self.finetune:
+            backbone.requires_grad_(False)
+        self._sums: Optional[torch.Tensor] = None
+
+    def train(self, mode: bool = True) -> LinearModel:
+        super().train(mode)
+        if self.backbone is not None and not self.finetune:
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backbone is None:
+            feats = x
+        elif self.finetune:
+            feats = self.backbone(x)
+        else:
+            with torch.no_grad():
+                feats = self.backbone(x)
+        return self.classifier(feats.float())
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch[-2], batch[-1]
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        acc1 = (logits.argmax(1) == y).float().mean() * 100
+        self.log_dict({"train_loss": loss.detach(), "train_acc1": acc1}, on_step=False,
+                      on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        x, y = batch[-2], batch[-1]
+        logits = self(x)
+        top = logits.topk(min(5, self.num_classes), dim=1).indices
+        sums = torch.stack([torch.tensor(float(len(y)), device=y.device),
+                            F.cross_entropy(logits, y, reduction="sum"),
+                            (top[:, 0] == y).float().sum(), (top == y[:, None]).any(1).float().sum()])
+        self._sums = sums if self._sums is None else self._sums + sums
+
+    def on_validation_epoch_end(self) -> None:
+        if self._sums is None:
+            return
+        sums = self._sums
+        if self.trainer.world_size > 1:
+            sums = self.all_gather(sums).reshape(-1, 4).sum(0)
+        n = sums[0].clamp_min(1)
+        self.log_dict({"val_loss": sums[1] / n, "val_acc1": sums[2] / n * 100,
+                       "val_acc5": sums[3] / n * 100}, prog_bar=True)
+        self._sums = None
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        groups = [{"name": "classifier", "params": list(self.classifier.parameters())}]
+        if self.finetune:
+            groups.append({"name": "backbone", "params": list(self.backbone.parameters()),
+                           "lr": float(cfg.optimizer.backbone_lr)})
+        kwargs = OmegaConf.to_container(cfg.optimizer.kwargs, resolve=True) or {}
+        opt = build_optimizer(cfg.optimizer.name, groups, float(cfg.optimizer.lr),
+                              float(cfg.optimizer.weight_decay), kwargs)
+        schedule = self._schedule()
+        if schedule is None:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _schedule(self) -> Optional[Callable[[int], float]]:
+        sc = self.cfg.scheduler
+        if sc.name == "none":
+            return None
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = total / max(1, int(self.cfg.max_epochs))
+        if sc.name == "step":
+            return step_decay([int(e * per_epoch) for e in sc.lr_decay_steps], float(sc.gamma))
+        base = max(float(self.cfg.optimizer.lr), 1e-12)
+        warmup = int(math.ceil(float(sc.warmup_epochs) * per_epoch)) \
+            if sc.name == "warmup_cosine" else 0
+        return warmup_cosine(total, warmup, float(sc.warmup_start_lr) / base,
+                             float(sc.min_lr) / base)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cfg"] = OmegaConf.to_container(self.cfg, resolve=True)
+
+
+# ------------------------------------------------------------------------------------------- run
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    run_dir: Path
+    record_path: Path
+    record: dict[str, Any]
+    checkpoint: Optional[Path]
+
+
+def load_pretrained(cfg: DictConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """The backbone named by the config (completed from the checkpoint) and the checkpoint's
+    provenance (format, method, variant, epochs)."""
+    path = _checkpoint_path(cfg)
+    obj = load_checkpoint_file(path)
+    _, fmt = split_backbone(obj)
+    kwargs = OmegaConf.to_container(cfg.backbone.kwargs, resolve=True) or {}
+    name, kwargs = resolve_backbone_spec(obj, select(cfg, "backbone.name"), kwargs)
+    info = provenance(path, obj, fmt)
+    del obj
+    backbone, built = load_backbone(path, name, kwargs)
+    cfg.backbone.name, cfg.backbone.kwargs = built["name"], built["kwargs"]
+    info["backbone"] = built["name"]
+    return backbone, info
+
+
+def _accelerator_device(cfg: DictConfig) -> torch.device:
+    from ..engine.pretrain import _uses_gpu
+
+    return torch.device("cuda" if _uses_gpu(cfg) else "cpu")
+
+
+def precompute(backbone: nn.Module, train: Dataset, val: Dataset, cfg: DictConfig
+               ) -> tuple[TensorDataset, TensorDataset]:
+    """Features of every (unaugmented) train and val image, extracted once."""
+    device = _accelerator_device(cfg)
+    backbone = backbone.to(device)
+    workers, bs = int(cfg.data.num_workers), int(cfg.optimizer.batch_size)
+    out = []
+    for ds in (train, val):
+        feats, labels = extract_features(backbone, eval_loader(ds, bs, workers), device)
+        if len(feats) == 0:
+            raise DataError("no features extracted: the dataset is empty")
+        out.append(TensorDataset(feats, labels))
+    backbone.cpu()
+    return out[0], out[1]
+
+
+def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> pl.Trainer:
+    import inspect
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from ..engine.pretrain import _TRAINER_PASSTHROUGH, _devices, _strategy, _uses_gpu
+
+    kwargs: dict[str, Any] = {
+        "max_epochs": int(cfg.max_epochs),
+        "accelerator": "gpu" if _uses_gpu(cfg) and str(cfg.accelerator) == "auto"
+        else str(cfg.accelerator),
+        "devices": _devices(cfg), "num_nodes": int(cfg.num_nodes), "precision": cfg.precision,
+        "strategy": _strategy(cfg), "sync_batchnorm": bool(cfg.sync_batchnorm),
+        "callbacks": callbacks, "logger": CSVLogger(save_dir=str(run_dir), name="logs"),
+        "enable_checkpointing": False, "default_root_dir": str(run_dir),
+    }
+    valid = inspect.signature(pl.Trainer.__init__).parameters
+    for key in _TRAINER_PASSTHROUGH:
+        if key in cfg and key in valid:
+            kwargs[key] = cfg[key]
+    return pl.Trainer(**kwargs)
+
+
+def write_subset_list(subset: Subset, root: str, path: Path) -> None:
+    """The files of a training subset, one path relative to ``root`` per line (a valid subset
+    file); sample indices for datasets without files."""
+    images = getattr(subset.dataset, "images", None)
+    if images is None:
+        lines = [str(i) for i in subset.indices]
+    else:
+        lines = [Path(os.path.relpath(images.paths[i], root)).as_posix() for i in subset.indices]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _run_dir(cfg: DictConfig, kind: str) -> tuple[Path, str, Optional[Path]]:
+    from ..engine.checkpoint import find_resumable, new_version, write_json_atomic
+
+    root = Path(cfg.checkpoint.dir) / kind
+    resume = None
+    if bool(cfg.auto_resume.enabled):
+        resume = find_resumable(cfg, root, float(cfg.auto_resume.max_hours))
+    if resume is not None:
+        run_dir, version = resume.parent, resume.parent.name
+    else:
+        version = new_version(root)
+        run_dir = root / version
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "args.json").exists():
+        write_json_atomic(run_dir / "args.json", OmegaConf.to_container(cfg, resolve=True))
+    return run_dir, version, resume
+
+
+def settings_of(cfg: DictConfig) -> dict[str, Any]:
+    """The evaluation settings a record keeps next to its numbers."""
+    return {
+        "protocol": "precomputed-features" if cfg.features.precompute else (
+            "finetune" if cfg.finetune else "frozen"),
+        "max_epochs": int(cfg.max_epochs),
+        "optimizer": str(cfg.optimizer.name),
+        "batch_size": int(cfg.optimizer.batch_size),
+        "lr": float(cfg.optimizer.lr),
+        "weight_decay": float(cfg.optimizer.weight_decay),
+        "scheduler": str(cfg.scheduler.name),
+        "crop_size": int(cfg.data.augmentations.crop_size),
+        "train_path": str(Path(cfg.data.train_path).resolve()),
+        "val_path": str(Path(cfg.data.val_path).resolve()),
+    }
+
+
+def run_linear(cfg: DictConfig, kind: str = "linear",
+               select_train: Optional[Callable[[Dataset, Dataset], Sequence[int]]] = None,
+               extra_settings: Optional[Callable[[], dict[str, Any]]] = None) -> EvalResult:
+    """Parses ``cfg``, trains the classifier, validates it, writes the run and its record.
+
+    ``select_train(train, val)`` may restrict training to some sample indices (the
+    semi-supervised subsets; the chosen files are listed in the run's ``train_subset.txt``), and
+    ``extra_settings()`` adds to the record's settings.
+    Everything that can fail on bad input runs before the run directory is created.
+    """
+    from ..engine.checkpoint import Checkpointer
+
+    cfg = parse_linear_cfg(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    backbone, info = load_pretrained(cfg)
+    train, val, num_classes = build_datasets(cfg, augment=not cfg.features.precompute)
+    if select_train is not None:
+        train = Subset(train, [int(i) for i in select_train(train, val)])
+    run_dir, version, resume = _run_dir(cfg, kind)
+    if isinstance(train, Subset):
+        write_subset_list(train, str(cfg.data.train_path), run_dir / "train_subset.txt")
+    features_dim = int(backbone.num_features)
+    model_backbone: Optional[nn.Module] = backbone
+    if cfg.features.precompute:
+        train, val = precompute(backbone, train, val, cfg)
+        model_backbone = None
+    model = LinearModel(model_backbone, features_dim, num_classes, cfg)
+    workers, bs = int(cfg.data.num_workers), int(cfg.optimizer.batch_size)
+    gpu = _accelerator_device(cfg).type == "cuda"
+    train_loader = eval_loader(train, bs, 0 if cfg.features.precompute else workers, shuffle=True,
+                               pin_memory=gpu, drop_last=len(train) > bs)
+    val_loader = eval_loader(val, bs, 0 if cfg.features.precompute else workers, pin_memory=gpu)
+
+    callbacks: list = []
+    if bool(cfg.checkpoint.enabled):
+        callbacks.append(Checkpointer(run_dir, str(cfg.name), version,
+                                      int(cfg.checkpoint.frequency),
+                                      bool(cfg.checkpoint.keep_prev)))
+    trainer = _trainer(cfg, run_dir, callbacks)
+    trainer.fit(model, train_loader, val_loader, ckpt_path=str(resume) if resume else None)
+    final = trainer.validate(model, val_loader, verbose=False)[0]
+    metrics = {"acc1": float(final["val_acc1"]), "acc5": float(final["val_acc5"]),
+               "loss": float(final["val_loss"])}
+    settings = {**settings_of(cfg), "num_train": len(train),
+                **(extra_settings() if extra_settings else {})}
+    overrides = {"method": cfg.pretrain_method, "variant": cfg.pretrain_variant,
+                 "epochs": cfg.pretrain_epochs}
+    record = make_record(kind, metrics, checkpoint=cfg.pretrained_feature_extractor,
+                         dataset=cfg.data.dataset, settings=settings, info=info,
+                         overrides=overrides)
+    record["eval_run_dir"] = str(run_dir)
+    path = write_record(record, cfg.results_dir)
+    last = next((cb.last for cb in callbacks if isinstance(cb, Checkpointer)), None)
+    return EvalResult(metrics, run_dir, path, record, last)

@@ -1,0 +1,262 @@
+"""``solo-mixmask report``: tables of result records and training curves of pretraining runs.
+
+Tables are shaped like the paper's Table 5: one row per variant (vanilla, Un-Mix, MixMask,
+MixMask*, and erase-based masking when present), one column per method / dataset / epochs, one table
+per evaluation protocol. Curves are the KNN accuracy and the training loss against epochs (the
+paper's Figure 5), read from the CSV logs of pretraining runs, where a resumed run has one
+``logs/version_*`` folder per session: later sessions override earlier ones epoch by epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from ..errors import DataError
+from .records import VARIANTS, base_method, load_records, read_run_args, variant_of
+
+VARIANT_LABELS = {"vanilla": "Vanilla", "unmix": "Un-Mix", "mixmask": "MixMask",
+                  "mixmask_star": "MixMask*", "erase": "Erase-based"}
+METHOD_LABELS = {"mocov2plus": "MoCo v2", "byol": "BYOL", "simclr": "SimCLR",
+                 "simsiam": "SimSiam"}
+DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny-imagenet": "Tiny-ImageNet",
+                  "imagenet100": "ImageNet-100", "imagenet": "ImageNet", "stl10": "STL-10"}
+KNN_COLUMN = "val_knn_acc1"
+LOSS_COLUMNS = ("train_loss_epoch", "train_loss")
+
+
+# ------------------------------------------------------------------------------------ curves
+def _version_number(path: Path) -> int:
+    m = re.search(r"version_(\d+)$", path.name)
+    return int(m.group(1)) if m else -1
+
+
+def metrics_files(run_dir: str | os.PathLike) -> list[Path]:
+    """``logs/version_*/metrics.csv`` of a run, in session order."""
+    versions = sorted(Path(run_dir).glob("logs/version_*"), key=_version_number)
+    return [v / "metrics.csv" for v in versions if (v / "metrics.csv").is_file()]
+
+
+def _number(text: Optional[str]) -> Optional[float]:
+    if text is None or text.strip() == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def epoch_metrics(run_dir: str | os.PathLike) -> dict[str, dict[int, float]]:
+    """``{column: {epoch: value}}`` merged over every logging session of a run; for an epoch
+    logged twice (a resumed run repeating it), the later session wins."""
+    merged: dict[str, dict[int, float]] = defaultdict(dict)
+    for path in metrics_files(run_dir):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                epoch = _number(row.get("epoch"))
+                if epoch is None:
+                    continue
+                for column, text in row.items():
+                    value = _number(text)
+                    if column not in ("epoch", "step") and value is not None:
+                        merged[column][int(epoch)] = value
+    return dict(merged)
+
+
+@dataclass
+class Run:
+    path: Path
+    label: str
+    curves: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    def series(self, columns: Sequence[str]) -> tuple[list[int], list[float]]:
+        for column in columns:
+            points = self.curves.get(column)
+            if points:
+                epochs = sorted(points)
+                return [e + 1 for e in epochs], [points[e] for e in epochs]
+        return [], []
+
+
+def run_label(run_dir: Path) -> str:
+    args = read_run_args(run_dir) or {}
+    method = METHOD_LABELS.get(base_method(args.get("method", "")), args.get("method", "?"))
+    variant = VARIANT_LABELS.get(variant_of(args), "?") if args else "?"
+    dataset = (args.get("data") or {}).get("dataset", "")
+    return f"{method} {variant} {DATASET_LABELS.get(dataset, dataset)} ({run_dir.name})".strip()
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "args.json").is_file() and bool(metrics_files(path))
+
+
+def find_runs(roots: Iterable[str | os.PathLike]) -> list[Path]:
+    """Pretraining run directories at or below ``roots`` (those with args.json and CSV logs)."""
+    found: dict[str, Path] = {}
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for cand in [root, *(p.parent for p in root.rglob("args.json"))]:
+            if is_run_dir(cand):
+                found.setdefault(str(cand.resolve()), cand)
+    return [found[k] for k in sorted(found)]
+
+
+def load_runs(paths: Iterable[Path]) -> list[Run]:
+    runs = [Run(p, run_label(p), epoch_metrics(p)) for p in paths]
+    return [r for r in runs if r.curves]
+
+
+def plot_curves(runs: Sequence[Run], out: str | os.PathLike) -> Path:
+    """KNN top-1 and training loss against epochs, one line per run, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_knn, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        for ax, columns in ((ax_knn, (KNN_COLUMN,)), (ax_loss, LOSS_COLUMNS)):
+            x, y = run.series(columns)
+            if x:
+                ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=run.label)
+    ax_knn.set(xlabel="epoch", ylabel="KNN top-1 (%)", title="KNN accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Loss")
+    for ax in (ax_knn, ax_loss):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+# ------------------------------------------------------------------------------------ tables
+def table_key(record: dict[str, Any]) -> str:
+    """The protocol a number belongs to: numbers of different protocols never share a table."""
+    s = record.get("settings") or {}
+    kind = str(record["eval"])
+    if kind == "knn":
+        return (f"KNN (k={s.get('k', '?')}, T={s.get('temperature', '?')}, "
+                f"{s.get('distance', 'cosine')})")
+    protocol = s.get("protocol", "frozen")
+    if kind == "semi":
+        return f"Semi-supervised, {s.get('labels', '?')} labels ({protocol})"
+    name = "Linear" if kind == "linear" else kind
+    return f"{name} ({protocol})"
+
+
+def column_key(record: dict[str, Any]) -> tuple[str, str, str]:
+    epochs = record.get("epochs")
+    return (str(record["method"]), str(record["dataset"]), "" if epochs is None else str(epochs))
+
+
+def _method_order(method: str) -> int:
+    order = list(METHOD_LABELS)
+    return order.index(method) if method in order else len(order)
+
+
+def _column_label(col: tuple[str, str, str]) -> str:
+    method, dataset, epochs = col
+    label = f"{METHOD_LABELS.get(method, method)} / {DATASET_LABELS.get(dataset, dataset)}"
+    return f"{label} ({epochs} ep)" if epochs else label
+
+
+def _cell(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def markdown_table(records: Sequence[dict[str, Any]], metric: str = "acc1") -> str:
+    """One Table-5-shaped markdown table: variants down, method / dataset / epochs across; the
+    best mean of each column in bold; repeated runs as mean ± std."""
+    cells: dict[tuple[str, tuple[str, str, str]], list[float]] = defaultdict(list)
+    for r in records:
+        value = (r.get("metrics") or {}).get(metric)
+        if value is not None:
+            cells[(str(r["variant"]), column_key(r))].append(float(value))
+    columns = sorted({c for _, c in cells}, key=lambda c: (_method_order(c[0]), c[1], c[2]))
+    present = {v for v, _ in cells}
+    rows = [v for v in VARIANTS if v in present or v != "erase"]
+    rows += sorted(present - set(VARIANTS))
+    means = {key: statistics.mean(v) for key, v in cells.items()}
+    best = {c: max(m for (_, col), m in means.items() if col == c) for c in columns}
+    filled = {c: sum(1 for (_, col) in means if col == c) for c in columns}
+    lines = ["| Variant | " + " | ".join(_column_label(c) for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for row in rows:
+        out = []
+        for c in columns:
+            values = cells.get((row, c))
+            if not values:
+                out.append("–")
+                continue
+            text = _cell(values)
+            out.append(f"**{text}**" if filled[c] > 1 and means[(row, c)] == best[c] else text)
+        lines.append(f"| {VARIANT_LABELS.get(row, row)} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def render_tables(records: Sequence[dict[str, Any]], metric: str = "acc1") -> str:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[table_key(r)].append(r)
+    parts = []
+    for key in sorted(groups):
+        parts += [f"### {key}, {metric.replace('acc', 'top-')} (%)", "",
+                  markdown_table(groups[key], metric), ""]
+    return "\n".join(parts)
+
+
+@dataclass
+class Report:
+    markdown: str
+    markdown_path: Path
+    figure_path: Optional[Path]
+    records: int
+    runs: int
+
+
+def build_report(results_dir: str | os.PathLike, runs: Sequence[str | os.PathLike] = (),
+                 out_dir: Optional[str | os.PathLike] = None, metric: str = "acc1",
+                 plot: bool = True) -> Report:
+    """Writes ``report.md`` (and ``curves.png`` when training logs are found) to ``out_dir``
+    (default: ``results_dir``). Runs come from ``runs``, from the records' ``run_dir`` and from run
+    folders below ``results_dir``."""
+    records = load_records(results_dir)
+    run_roots = [Path(r) for r in runs]
+    missing = [str(r) for r in run_roots if not r.exists()]
+    if missing:
+        raise DataError(f"run directory not found: {missing[0]}")
+    run_roots += [Path(r["run_dir"]) for r in records
+                  if r.get("run_dir") and Path(r["run_dir"]).is_dir()]
+    run_roots.append(Path(results_dir))
+    loaded = load_runs(find_runs(run_roots))
+    if not records and not loaded:
+        raise DataError(f"no result records (*.json with schema solo-mixmask/result/1) and no "
+                        f"training logs under {results_dir}")
+    out = Path(out_dir or results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figure = plot_curves(loaded, out / "curves.png") if plot and loaded else None
+    lines = ["# Results", ""]
+    lines.append(render_tables(records, metric) if records else "No result records.")
+    if figure is not None:
+        lines += ["", "## Training curves", "", f"![KNN accuracy and loss]({figure.name})", ""]
+        lines += [f"- {r.label}: `{r.path}`" for r in loaded]
+    markdown = "\n".join(lines).rstrip() + "\n"
+    md_path = out / "report.md"
+    md_path.write_text(markdown)
+    return Report(markdown, md_path, figure, len(records), len(loaded))
