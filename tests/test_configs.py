@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from solo_mixmask.config import load_config, parse_pretrain_cfg
 from solo_mixmask.data.info import DATASETS
 
@@ -74,8 +74,9 @@ def test_launcher_runs_the_cli_with_variant_and_overrides(tmp_path):
 @pytest.mark.slow
 def test_console_script_on_real_images_writes_checkpoint_and_args(cifar_train, cifar_test,
                                                                    tmp_path):
-    from conftest import tiny_cfg
     from omegaconf import OmegaConf
+
+    from conftest import tiny_cfg
 
     cfg = tiny_cfg("mixmask_simsiam", cifar_train, tmp_path, val_path=cifar_test,
                    limit_train_batches=3, knn_eval__enabled=True)

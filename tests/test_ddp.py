@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, tiny_cfg
 from omegaconf import OmegaConf
 
+from conftest import REPO, tiny_cfg
 from solo_mixmask.losses import simclr_loss_func
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import data_file
 from PIL import Image
 
+from conftest import data_file
 from solo_mixmask.cli import main
 
 
