@@ -10,6 +10,7 @@ the callback fills that same dict before the task function runs:
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -37,7 +38,8 @@ class MixMaskCallback(Callback):
 
         with read_write(config), open_dict(config):
             for note in adapt_cfg(config):
-                log.warning("solo-mixmask: %s", note)
+                # printed: the configs here switch Hydra's logging off
+                print(f"solo-mixmask: {note}", file=sys.stderr)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from . import register

@@ -119,6 +119,14 @@ class SoloMixMaskMixin:
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
         checkpoint["mixmask_branches"] = self.branches.state_dict()
+        # solo-learn's fixed-lr groups (SimSiam's predictor) replace the scheduler's get_lr with a
+        # functools.partial that drags a pickled copy of the scheduler and optimizer into the state:
+        # such a file cannot be read with torch.load(weights_only=True) (main_linear.py on
+        # torch >= 2.6, this package's tools), and restoring it would bind get_lr to that stale copy.
+        # configure_optimizers sets the hook again on resume, so the state is complete without it.
+        for state in checkpoint.get("lr_schedulers", []):
+            for key in [k for k, v in state.items() if callable(v)]:
+                del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
