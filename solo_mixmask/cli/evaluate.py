@@ -120,6 +120,36 @@ def _knn_data_cfg(args: argparse.Namespace, stored: Optional[dict[str, Any]]):
                                                         "std": list(std)}}})
 
 
+def _quote(parts: list[Any]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def knn_command(args: argparse.Namespace, cfg) -> str:
+    """The complete command line of a KNN evaluation, defaults spelt out, for its record."""
+    aug = cfg.data.augmentations
+    parts: list[Any] = ["solo-mixmask", "knn", args.checkpoint, "--train-path", args.train_path,
+                        "--val-path", args.val_path, "--dataset", cfg.data.dataset,
+                        "--crop-size", aug.crop_size, "--k", args.k, "--temperature",
+                        args.temperature, "--distance", args.distance]
+    if args.backbone:
+        parts += ["--backbone", args.backbone]
+    if args.backbone_kwargs:
+        parts += ["--backbone-kwargs", json.dumps(args.backbone_kwargs)]
+    for flag in ("method", "variant", "epochs"):
+        if getattr(args, flag) is not None:
+            parts += [f"--{flag}", getattr(args, flag)]
+    return _quote(parts)
+
+
+def config_command(args: argparse.Namespace) -> str:
+    parts: list[Any] = ["solo-mixmask", args.command]
+    if args.config_path:
+        parts += ["--config-path", args.config_path]
+    return _quote(parts + ["--config-name", args.config_name, *args.overrides])
+
+
 def _device(name: str):
     import torch
 
@@ -183,7 +213,8 @@ def run_knn(args: argparse.Namespace) -> int:
         record = make_record("knn", {"acc1": top1, "acc5": top5}, checkpoint=args.checkpoint,
                              dataset=cfg.data.dataset, settings=settings, info=info,
                              overrides={"method": args.method, "variant": args.variant,
-                                        "epochs": args.epochs})
+                                        "epochs": args.epochs},
+                             command=knn_command(args, cfg))
         print(f"record: {write_record(record, args.results_dir)}")
     return 0
 
@@ -222,7 +253,7 @@ def run_linear_command(args: argparse.Namespace) -> int:
     from ..eval.linear import run_linear
 
     cfg = _config(args)
-    _print_result("linear", run_linear(cfg))
+    _print_result("linear", run_linear(cfg, command=config_command(args)))
     return 0
 
 
@@ -230,7 +261,7 @@ def run_semi_command(args: argparse.Namespace) -> int:
     from ..eval.semi import run_semi
 
     cfg = _config(args)
-    result = run_semi(cfg)
+    result = run_semi(cfg, command=config_command(args))
     _print_result(f"semi ({result.record['settings']['labels']} labels)", result)
     return 0
 

@@ -189,13 +189,21 @@ class LinearModel(pl.LightningModule):
         self.num_classes = num_classes
         if backbone is not None and not self.finetune:
             backbone.requires_grad_(False)
+            backbone.eval()
         self._sums: Optional[torch.Tensor] = None
+        #: (epoch, metrics) of the latest complete validation
+        self.last_val: Optional[tuple[int, dict[str, float]]] = None
 
     def train(self, mode: bool = True) -> LinearModel:
         super().train(mode)
         if self.backbone is not None and not self.finetune:
             self.backbone.eval()
         return self
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning restores captured module modes rather than calling train()/eval(); keep the
+        # frozen backbone's BatchNorm statistics fixed whatever mode the module was left in
+        self.train(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backbone is None:
@@ -232,8 +240,11 @@ class LinearModel(pl.LightningModule):
         if self.trainer.world_size > 1:
             sums = self.all_gather(sums).reshape(-1, 4).sum(0)
         n = sums[0].clamp_min(1)
-        self.log_dict({"val_loss": sums[1] / n, "val_acc1": sums[2] / n * 100,
-                       "val_acc5": sums[3] / n * 100}, prog_bar=True)
+        metrics = {"val_loss": sums[1] / n, "val_acc1": sums[2] / n * 100,
+                   "val_acc5": sums[3] / n * 100}
+        self.log_dict(metrics, prog_bar=True)
+        if not self.trainer.sanity_checking:
+            self.last_val = (self.current_epoch, {k: float(v) for k, v in metrics.items()})
         self._sums = None
 
     def configure_optimizers(self):
@@ -351,6 +362,14 @@ def write_subset_list(subset: Subset, root: str, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def final_metrics(trainer: pl.Trainer, model: LinearModel, val_loader) -> dict[str, float]:
+    """The validation of the last epoch, or a fresh one when the last epoch was not validated
+    (``check_val_every_n_epoch``)."""
+    if model.last_val is not None and model.last_val[0] == int(model.cfg.max_epochs) - 1:
+        return model.last_val[1]
+    return {k: float(v) for k, v in trainer.validate(model, val_loader, verbose=False)[0].items()}
+
+
 def _run_dir(cfg: DictConfig, kind: str) -> tuple[Path, str, Optional[Path]]:
     from ..engine.checkpoint import find_resumable, new_version, write_json_atomic
 
@@ -388,7 +407,8 @@ def settings_of(cfg: DictConfig) -> dict[str, Any]:
 
 def run_linear(cfg: DictConfig, kind: str = "linear",
                select_train: Optional[Callable[[Dataset, Dataset], Sequence[int]]] = None,
-               extra_settings: Optional[Callable[[], dict[str, Any]]] = None) -> EvalResult:
+               extra_settings: Optional[Callable[[], dict[str, Any]]] = None,
+               command: Optional[str] = None) -> EvalResult:
     """Parses ``cfg``, trains the classifier, validates it, writes the run and its record.
 
     ``select_train(train, val)`` may restrict training to some sample indices (the
@@ -426,7 +446,7 @@ def run_linear(cfg: DictConfig, kind: str = "linear",
                                       bool(cfg.checkpoint.keep_prev)))
     trainer = _trainer(cfg, run_dir, callbacks)
     trainer.fit(model, train_loader, val_loader, ckpt_path=str(resume) if resume else None)
-    final = trainer.validate(model, val_loader, verbose=False)[0]
+    final = final_metrics(trainer, model, val_loader)
     metrics = {"acc1": float(final["val_acc1"]), "acc5": float(final["val_acc5"]),
                "loss": float(final["val_loss"])}
     settings = {**settings_of(cfg), "num_train": len(train),
@@ -435,7 +455,7 @@ def run_linear(cfg: DictConfig, kind: str = "linear",
                  "epochs": cfg.pretrain_epochs}
     record = make_record(kind, metrics, checkpoint=cfg.pretrained_feature_extractor,
                          dataset=cfg.data.dataset, settings=settings, info=info,
-                         overrides=overrides)
+                         overrides=overrides, command=command)
     record["eval_run_dir"] = str(run_dir)
     path = write_record(record, cfg.results_dir)
     last = next((cb.last for cb in callbacks if isinstance(cb, Checkpointer)), None)

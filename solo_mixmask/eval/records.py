@@ -141,9 +141,11 @@ def command_line(argv: Optional[Iterable[str]] = None) -> str:
 
 def make_record(eval_kind: str, metrics: Mapping[str, float], *, checkpoint: str | os.PathLike,
                 dataset: str, settings: Mapping[str, Any], info: Mapping[str, Any],
-                overrides: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+                overrides: Optional[Mapping[str, Any]] = None,
+                command: Optional[str] = None) -> dict[str, Any]:
     """A record for one evaluation; ``overrides`` (method, variant, epochs, backbone) win over what
-    the checkpoint says, for checkpoints that carry no config."""
+    the checkpoint says, for checkpoints that carry no config. ``command`` defaults to this
+    process's command line."""
     from ..__version__ import __version__
 
     record: dict[str, Any] = {
@@ -160,7 +162,7 @@ def make_record(eval_kind: str, metrics: Mapping[str, float], *, checkpoint: str
         "checkpoint_sha256": sha256_file(checkpoint),
         "checkpoint_format": info.get("checkpoint_format"),
         "run_dir": info.get("run_dir"),
-        "command": command_line(),
+        "command": command or command_line(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "version": __version__,
     }

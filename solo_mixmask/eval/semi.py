@@ -142,7 +142,7 @@ def labels_tag(fraction: float) -> str:
     return f"{pct:.2g}%" if pct < 1 else f"{round(pct, 1):g}%"
 
 
-def run_semi(cfg: DictConfig) -> EvalResult:
+def run_semi(cfg: DictConfig, command: Optional[str] = None) -> EvalResult:
     """Trains and scores the classifier on the labelled subset (see the module docstring)."""
     cfg = parse_semi_cfg(cfg)
     chosen: dict[str, Any] = {}
@@ -169,4 +169,5 @@ def run_semi(cfg: DictConfig) -> EvalResult:
                 "subset_file": cfg.semi.subset_file, "subset_seed": int(cfg.semi.seed),
                 "balance": str(cfg.semi.balance)}
 
-    return run_linear(cfg, kind="semi", select_train=select_train, extra_settings=settings)
+    return run_linear(cfg, kind="semi", select_train=select_train, extra_settings=settings,
+                      command=command)
