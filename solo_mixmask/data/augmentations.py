@@ -2,12 +2,12 @@
 
 Images arrive as uint8 CHW tensors. Each op follows torchvision.transforms.v2's definition (the same
 parameter draws from torch's generator, the same kernels), but the pretraining recipe calls the
-kernels directly: on 32 px images the per-transform dispatch of v2 costs as much as the pixel work,
-and two kernels get faster equivalents (a separable Gaussian blur instead of a dense 2-D one, about
-30x faster at 224 px with a 23 px kernel; a closed-form HSV hue rotation, about 3x faster). Results
-match v2 to within one grey level. Normalisation happens last, in float, in one fused step. Each entry
-of the list yields ``num_crops`` crops; the crops of all entries, in order, form the
-``[crop_1..crop_n]`` of a training batch.
+kernels directly: on 32 px images the per-transform dispatch of v2 costs as much as the pixel work.
+Two kernels get faster equivalents: the Gaussian blur as two 1-D passes instead of a dense 2-D
+convolution (several times faster at 224 px with a 23 px kernel) and the HSV hue shift in closed
+form (2-3x faster). Results match v2 to within one grey level on a few pixels in 10,000.
+Normalisation happens last, in float, in one fused step. Each entry of the list yields ``num_crops``
+crops; the crops of all entries, in order, form the ``[crop_1..crop_n]`` of a training batch.
 """
 
 from __future__ import annotations
@@ -74,17 +74,28 @@ def gaussian_kernel1d(kernel_size: int, sigma: float) -> torch.Tensor:
 
 
 def gaussian_blur(img: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
-    """torchvision's Gaussian blur (reflect padding, rounding back to uint8) as two 1-D passes."""
+    """torchvision's Gaussian blur (reflect padding, rounding back to uint8) as two 1-D passes of
+    shifted multiply-adds: several times faster on the CPU than a depthwise convolution.
+
+    Taps beyond 5 sigma (under 6e-7 of the weight) are skipped; the rest keep torchvision's weights.
+    """
     c, h, w = img.shape[-3:]
     pad = kernel_size // 2
     if pad >= min(h, w):  # reflect padding needs a larger image; leave such tiny inputs to v2
         return F.gaussian_blur(img, [kernel_size, kernel_size], [sigma, sigma])
-    k = gaussian_kernel1d(kernel_size, sigma)
-    x = nnf.pad(img.to(torch.float32).reshape(1, c, h, w), [pad, pad, pad, pad], mode="reflect")
-    x = nnf.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, kernel_size), groups=c)
-    x = nnf.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, kernel_size, 1), groups=c)
-    x = x.reshape(img.shape)
-    return x.round_().to(img.dtype) if not img.is_floating_point() else x
+    weights = gaussian_kernel1d(kernel_size, sigma).tolist()
+    reach = min(pad, math.ceil(5 * sigma))
+    taps = [(t, weights[t]) for t in range(pad - reach, pad + reach + 1)]
+    x = nnf.pad(img.to(torch.float32).reshape(1, c, h, w), [reach, reach, reach, reach],
+                mode="reflect")[0]
+    rows = x[:, :, 0:w] * taps[0][1]
+    for i, (_, weight) in enumerate(taps[1:], 1):
+        rows.add_(x[:, :, i:i + w], alpha=weight)
+    out = rows[:, 0:h] * taps[0][1]
+    for i, (_, weight) in enumerate(taps[1:], 1):
+        out.add_(rows[:, i:i + h], alpha=weight)
+    out = out.reshape(img.shape)
+    return out.round_().to(img.dtype) if not img.is_floating_point() else out
 
 
 # ------------------------------------------------------------------------------------------ the ops
