@@ -1,0 +1,112 @@
+"""Variants of pretraining runs, result records and the report's table and log merging."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import REPO, tiny_cfg
+from solo_mixmask.cli import main
+from solo_mixmask.config import load_config
+from solo_mixmask.config.pretrain import parse_pretrain_cfg
+from solo_mixmask.errors import DataError
+from solo_mixmask.eval.records import SCHEMA, load_records, variant_of, write_record
+from solo_mixmask.eval.report import build_report, epoch_metrics, markdown_table
+
+CIFAR = REPO / "scripts/pretrain/cifar"
+
+
+@pytest.mark.parametrize("name,variant", [
+    ("mocov2plus", "vanilla"), ("mocov2plus_unmix", "unmix"), ("mocov2plus_mixmask", "mixmask"),
+    ("mocov2plus_mixmask_star", "mixmask_star"), ("mocov2plus_erase", "erase"),
+    ("byol_mixmask_star", "mixmask_star"), ("simsiam_erase", "erase"), ("simclr_unmix", "unmix"),
+])
+def test_variant_of_the_shipped_configs(name, variant, tmp_path):
+    """Both the composed config and the parsed one (what args.json holds) give the variant."""
+    cfg = load_config(str(CIFAR), f"{name}.yaml")
+    assert variant_of(OmegaConf.to_container(cfg)) == variant
+    cfg.data.train_path = str(tmp_path)
+    parsed = parse_pretrain_cfg(cfg)
+    assert variant_of(OmegaConf.to_container(parsed, resolve=True)) == variant
+
+
+def test_variant_defaults_of_mixmask_methods(tmp_path):
+    """A bare ``mixmask_<method>`` runs the MixMask branch with mix filling."""
+    cfg = tiny_cfg("mixmask_byol", tmp_path, tmp_path)
+    assert variant_of(OmegaConf.to_container(cfg)) == "mixmask"
+    parsed = parse_pretrain_cfg(cfg)
+    assert parsed.method_kwargs.mixmask.enabled and parsed.method_kwargs.mixmask.fill == "mix"
+
+
+def record(variant: str, acc1: float, method="mocov2plus", dataset="cifar100", epochs=1000,
+           eval_kind="knn", **settings) -> dict:
+    return {"schema": SCHEMA, "eval": eval_kind, "method": method, "variant": variant,
+            "dataset": dataset, "epochs": epochs, "metrics": {"acc1": acc1, "acc5": acc1 + 20},
+            "settings": {"k": 200, "temperature": 0.1, "distance": "cosine", **settings}}
+
+
+def test_table_has_the_shape_of_table_5():
+    records = [record("vanilla", 60.0), record("unmix", 61.0), record("mixmask", 62.5),
+               record("mixmask_star", 62.0), record("mixmask", 63.5),
+               record("vanilla", 50.0, "byol", "tiny-imagenet", 400)]
+    lines = markdown_table(records).splitlines()
+    assert lines[0] == ("| Variant | MoCo v2 / CIFAR-100 (1000 ep) | "
+                        "BYOL / Tiny-ImageNet (400 ep) |")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == [
+        "Vanilla", "Un-Mix", "MixMask", "MixMask*"]
+    assert lines[4] == "| MixMask | **63.00 ± 0.71** | – |"  # two runs: mean ± std, the best
+    assert lines[2] == "| Vanilla | 60.00 | 50.00 |"  # alone in its column: not bold
+    with_erase = markdown_table(records + [record("erase", 59.0)]).splitlines()
+    assert with_erase[-1] == "| Erase-based | 59.00 | – |"
+
+
+def test_records_round_trip_and_protocols_stay_apart(tmp_path):
+    write_record(record("vanilla", 60.0), tmp_path)
+    write_record(record("vanilla", 70.0, eval_kind="linear", protocol="frozen"), tmp_path)
+    (tmp_path / "more.jsonl").write_text(json.dumps(record("mixmask", 61.0)) + "\n")
+    (tmp_path / "args.json").write_text(json.dumps({"method": "byol"}))  # not a record
+    assert sorted(r["metrics"]["acc1"] for r in load_records(tmp_path)) == [60.0, 61.0, 70.0]
+    report = build_report(tmp_path, plot=False)
+    assert report.records == 3 and report.figure_path is None
+    knn = report.markdown.split("### KNN (k=200, T=0.1, cosine), top-1 (%)")[1].split("###")[0]
+    linear = report.markdown.split("### Linear (frozen), top-1 (%)")[1]
+    assert "61.00" in knn and "70.00" not in knn and "70.00" in linear
+
+
+def test_broken_records_are_named(tmp_path, capsys):
+    bad = record("vanilla", 1.0)
+    del bad["metrics"]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="bad.json lacks metrics"):
+        load_records(tmp_path)
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.startswith("error: results directory not found")
+
+
+def write_log(path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["epoch", "step", "train_loss_epoch", "val_knn_acc1"]
+    lines = [",".join(columns)] + [",".join(str(r.get(c, "")) for c in columns) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_resumed_sessions_merge_epoch_by_epoch(tmp_path):
+    """version_10 sorts after version_9; a repeated epoch takes the later session's value."""
+    run = tmp_path / "run"
+    (run / "args.json").parent.mkdir()
+    (run / "args.json").write_text(json.dumps({"method": "mixmask_mocov2plus"}))
+    write_log(run / "logs/version_9/metrics.csv", [
+        {"epoch": 0, "step": 9, "train_loss_epoch": 5.0},
+        {"epoch": 0, "step": 9, "val_knn_acc1": 20.0},
+        {"epoch": 1, "step": 19, "train_loss_epoch": 4.0, "val_knn_acc1": 25.0}])
+    write_log(run / "logs/version_10/metrics.csv", [
+        {"epoch": 1, "step": 19, "train_loss_epoch": 3.9, "val_knn_acc1": 26.0},
+        {"epoch": 2, "step": 29, "train_loss_epoch": 3.5}])
+    curves = epoch_metrics(run)
+    assert curves["train_loss_epoch"] == {0: 5.0, 1: 3.9, 2: 3.5}
+    assert curves["val_knn_acc1"] == {0: 20.0, 1: 26.0}
+    report = build_report(tmp_path)  # no records, only the run's logs
+    assert report.runs == 1 and report.figure_path.is_file()
+    assert "MoCo v2 MixMask" in report.markdown
