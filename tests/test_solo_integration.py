@@ -320,3 +320,37 @@ def test_main_pretrain_with_the_callback(cifar_train, tmp_path):
     assert refused.returncode != 0
     assert "assert cfg.method in METHODS" in refused.stderr, refused.stderr[-2000:]
     assert not (tmp_path / "refused").exists()
+
+
+def test_vanilla_solo_simsiam_checkpoint_converts(cifar_train, tmp_path):
+    """solo-learn's own SimSiam pickles its fixed-lr scheduler hook into checkpoints; the zoo
+    converter reads such a file without running solo-learn code and keeps the online backbone."""
+    from lightning.pytorch import Trainer
+
+    from solo_mixmask.errors import CheckpointError
+    from solo_mixmask.eval.checkpoints import load_backbone, load_checkpoint_file
+    from solo_mixmask.zoo import convert
+
+    cfg = parsed({**solo_cfg("mixmask_simsiam", cifar_train, tmp_path), "method": "simsiam"})
+    model = METHODS["simsiam"](cfg)
+    trainer = Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    trainer.fit(model, loader(cfg))
+    path = tmp_path / "simsiam.ckpt"
+    trainer.save_checkpoint(path)
+    with pytest.raises(CheckpointError, match="refusing"):
+        load_checkpoint_file(path)  # the hook is there
+    out, info = convert(path, dataset="custom")
+    assert info["converted_from"]["format"] == "solo-learn"
+    converted = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]
+    expected = model.backbone.state_dict()
+    assert sorted(converted) == sorted(f"backbone.{k}" for k in expected)
+    for k, v in expected.items():
+        assert torch.equal(converted[f"backbone.{k}"], v), k
+    backbone, _ = load_backbone(out)
+    model.backbone.eval()
+    backbone.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(backbone(x), model.backbone(x), atol=1e-5)

@@ -88,7 +88,8 @@ def server():
     srv.files, srv.requests, srv.truncated = {}, [], set()
     srv.handle_error = lambda request, address: None  # clients that hang up on purpose
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
