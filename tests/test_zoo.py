@@ -277,6 +277,11 @@ def test_checkpoint_with_pickled_code_is_refused_not_run(server, tmp_path, capsy
         read_checkpoint(local)
     rc, _, err = zoo(capsys, "convert", str(local))
     assert rc == 2 and err.startswith("error: refusing")
+    (tmp_path / "m").mkdir()
+    unverified = write_manifest(tmp_path / "m", [{"name": "evil", "url": f"{server.url}/evil.pth"}])
+    rc, _, err = zoo(capsys, "pin", "evil", "--manifest", str(unverified), "--file", str(local))
+    assert rc == 2 and err.startswith("error: refusing") and "deleted" not in err
+    assert local.is_file()  # the user's own file is refused, not deleted
     assert not marker.exists()
     # the payload is live: an unsafe load runs it (so the checks above can fail)
     torch.load(local, map_location="cpu", weights_only=False)

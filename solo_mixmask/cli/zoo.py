@@ -113,16 +113,12 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _safe_check(part: Path) -> None:
-    """A download must read as weights only and hold backbone weights."""
-    from ..errors import CheckpointError
+def _safe_check(path: Path) -> None:
+    """A checkpoint must read as weights only and hold backbone weights (CheckpointError if not)."""
     from ..eval.checkpoints import split_backbone
     from ..zoo import read_checkpoint
 
-    try:
-        split_backbone(read_checkpoint(part))
-    except CheckpointError as exc:
-        raise DownloadError(f"{exc}; deleted the download") from None
+    split_backbone(read_checkpoint(path))
 
 
 def _obtain(entry, directory: Path, expected: Optional[str], quiet: bool) -> tuple[Path, str]:

@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Optional
 
-from ..errors import DownloadError
+from ..errors import DownloadError, SoloMixMaskError
 
 CHUNK = 1 << 20
 USER_AGENT = "solo-mixmask-zoo"
@@ -84,6 +84,9 @@ def fetch(url: str, dest: str | os.PathLike, sha256: Optional[str] = None, *,
     if check is not None:
         try:
             check(part)
+        except SoloMixMaskError as exc:
+            part.unlink(missing_ok=True)
+            raise type(exc)(f"{exc}; deleted the download") from None
         except BaseException:
             part.unlink(missing_ok=True)
             raise
