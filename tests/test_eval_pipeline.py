@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -116,17 +117,28 @@ def test_knn_record_describes_the_checkpoint(knn_records, pretrained):
     assert "--k 200 --temperature 0.1 --distance cosine" in trained["command"]
 
 
-def test_knn_euclidean_and_chunked_bank(pretrained, cifar_train, cifar_test, capsys):
-    """solo-learn's euclidean weighting and tiny similarity blocks run on the same data; the
-    chunked bank must give the same answer as one block."""
-    args = [pretrained.checkpoint, cifar_train, cifar_test, pretrained.results, "--no-record",
-            "--distance", "euclidean", "--k", "20"]
-    assert _knn(*args) == 0
-    whole = capsys.readouterr().out
-    assert _knn(*args, "--train-chunk", "64", "--test-chunk", "50",
-                "--bank-dtype", "float32") == 0
-    chunked = capsys.readouterr().out
-    assert "euclidean" in whole and whole.split("top-1")[1] == chunked.split("top-1")[1]
+def _printed_accuracy(out: str) -> tuple[float, float]:
+    match = re.search(r"top-1 ([\d.]+)%  top-5 ([\d.]+)%", out)
+    assert match, out
+    return float(match.group(1)), float(match.group(2))
+
+
+def test_knn_euclidean_chunked_and_half_precision_bank(knn_records, pretrained, cifar_train,
+                                                       cifar_test, capsys):
+    """solo-learn's euclidean weighting in one block and in tiny blocks must agree exactly; a
+    float16 bank must agree with the float32 one up to rounding."""
+    args = [pretrained.checkpoint, cifar_train, cifar_test, pretrained.results, "--no-record"]
+    capsys.readouterr()
+    assert _knn(*args, "--distance", "euclidean", "--k", "20") == 0
+    whole = _printed_accuracy(capsys.readouterr().out)
+    assert _knn(*args, "--distance", "euclidean", "--k", "20", "--train-chunk", "64",
+                "--test-chunk", "50") == 0
+    assert _printed_accuracy(capsys.readouterr().out) == whole
+    assert _knn(*args, "--bank-dtype", "float16", "--train-chunk", "100") == 0
+    half = _printed_accuracy(capsys.readouterr().out)
+    full = knn_records[0]["metrics"]
+    assert half[0] == pytest.approx(full["acc1"], abs=1.0)
+    assert half[1] == pytest.approx(full["acc5"], abs=1.0)
 
 
 def _linear_overrides(pretrained, train: Path, test: Path, out: Path, **extra) -> list[str]:

@@ -12,6 +12,14 @@ import torch.nn.functional as F
 from ..errors import DataError
 
 
+def _block(feats: torch.Tensor, start: int, size: int, device: torch.device,
+           distance: str) -> torch.Tensor:
+    """Rows ``start:start+size`` as float32 on ``device``, L2-normalised for cosine. Normalising
+    block by block keeps a float16 or CPU-resident bank from being copied whole."""
+    block = feats[start:start + size].to(device).float()
+    return F.normalize(block, dim=1) if distance == "cosine" else block
+
+
 @torch.no_grad()
 def knn_scores(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
                num_classes: int, k: int = 200, T: float = 0.1, distance: str = "cosine",
@@ -30,15 +38,12 @@ def knn_scores(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats
     k = min(k, len(train_feats))
     device = test_feats.device
     train_labels = train_labels.to(device)
-    if distance == "cosine":
-        train_feats = F.normalize(train_feats.float(), dim=1)
-        test_feats = F.normalize(test_feats.float(), dim=1)
     scores = []
     for t0 in range(0, len(test_feats), test_chunk):
-        test = test_feats[t0:t0 + test_chunk].float().to(device)
+        test = _block(test_feats, t0, test_chunk, device, distance)
         best_sim = best_idx = None
         for r0 in range(0, len(train_feats), train_chunk):
-            bank = train_feats[r0:r0 + train_chunk].float().to(device)
+            bank = _block(train_feats, r0, train_chunk, device, distance)
             if distance == "cosine":
                 sim = test @ bank.T
             else:
