@@ -238,3 +238,20 @@ def test_subset_file_naming_unknown_images(bare_resnet, cifar_train, cifar_test,
                                            f"semi.subset_file={subset}"))
     assert_one_line_error(rc, err, "names 1 images that are not in")
     assert "not-a-cifar-image.jpg" in err and not (tmp_path / "runs").exists()
+
+
+def test_zoo_converted_checkpoint_keeps_its_provenance(tmp_path):
+    """A file converted by ``solo-mixmask zoo convert`` (no zoo entry): the epoch of the original
+    survives, the variant is not guessed."""
+    from solo_mixmask.zoo.convert import convert
+
+    state = resnet_state(4)
+    out, _ = convert(official_checkpoint(tmp_path / "ckpt.pth.tar", state),
+                     tmp_path / "converted.pt")
+    obj = load_checkpoint_file(out)
+    weights, fmt = split_backbone(obj)
+    info = provenance(out, obj, fmt)
+    assert (fmt, info["method"], info["variant"], info["epochs"]) == (
+        "solo_mixmask", "mocov2plus", "unknown", 200)
+    backbone, _ = load_backbone(out)
+    assert_same_weights(backbone, state)

@@ -109,10 +109,13 @@ def provenance(path: str | os.PathLike, obj: Mapping[str, Any], fmt: str) -> dic
     """What a checkpoint says about its pretraining: method, variant, dataset, backbone, epochs.
 
     The config comes from the checkpoint (this package stores it) or from the ``args.json`` next to
-    it (this package and solo-learn write one per run).
+    it (this package and solo-learn write one per run). Files converted by ``solo-mixmask zoo``
+    keep the original's epoch and, for zoo entries, the variant under ``converted_from``; a
+    converted file that names no variant is ``unknown`` rather than guessed.
     """
     path = Path(path)
     args = obj.get("cfg") if isinstance(obj.get("cfg"), Mapping) else None
+    origin = obj.get("converted_from") if isinstance(obj.get("converted_from"), Mapping) else None
     run_dir: Optional[str] = None
     side = read_run_args(path.parent)
     if side is not None:
@@ -120,6 +123,8 @@ def provenance(path: str | os.PathLike, obj: Mapping[str, Any], fmt: str) -> dic
         args = args or side
     info: dict[str, Any] = {"checkpoint_format": fmt, "run_dir": run_dir,
                             "epochs": pretrain_epochs(obj, fmt, path)}
+    if origin is not None and info["epochs"] is None:
+        info["epochs"] = pretrain_epochs(origin, str(origin.get("format")), path)
     if args:
         info.update({
             "method": base_method(_get(args, "method", "unknown")),
@@ -129,6 +134,8 @@ def provenance(path: str | os.PathLike, obj: Mapping[str, Any], fmt: str) -> dic
         })
         if info["epochs"] is None:
             info["epochs"] = _get(args, "max_epochs")
+    if origin is not None:
+        info["variant"] = origin.get("variant") or "unknown"
     return info
 
 
