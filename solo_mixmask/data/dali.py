@@ -15,8 +15,8 @@ The recipe follows the torchvision path op by op: random resized crop (bicubic, 
 jitter, grayscale, Gaussian blur, solarization, equalization, flip, normalisation. Differences: the
 four jitter adjustments run in a fixed order (brightness, contrast, saturation, hue) where torchvision
 shuffles them — the first three commute up to clipping, so only clipping and the position of the hue
-step differ — and pixels stay in float between the ops instead of being rounded to uint8 after each.
-The hue shift is the same HSV rotation as torchvision's (not DALI's YIQ ``hue`` operator).
+step differ — and grey is DALI's luma (weights 0.299/0.587/0.114 against torchvision's 0.2989). The
+hue shift is the same HSV rotation as torchvision's (not DALI's linear ``hue`` approximation).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from .datasets import ImageList, fraction_indices, scan_image_folder, verify_ima
 from .loaders import dataset_stats
 
 DALI_MISSING = "data.format=dali needs NVIDIA DALI: pip install 'solo-mixmask[dali]'"
-GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
 
 def import_dali() -> Any:
@@ -100,11 +99,6 @@ class CropRecipe:
         )
 
 
-def _gray(x: Any) -> Any:
-    r, g, b = GRAY_WEIGHTS
-    return x[:, :, 0:1] * r + x[:, :, 1:2] * g + x[:, :, 2:3] * b
-
-
 def _hsv_hue_shift(x: Any, shift: Any, dmath: Any) -> Any:
     """torchvision's HSV hue shift on float HWC pixels in [0, 255]; ``shift`` in turns.
 
@@ -131,21 +125,41 @@ def _hsv_hue_shift(x: Any, shift: Any, dmath: Any) -> Any:
     return fn.cat(channel(5.0), channel(3.0), channel(1.0), axis=2)
 
 
-def _jitter(x: Any, r: CropRecipe, uniform: Any) -> Any:
-    """Brightness, contrast (around the mean grey), saturation (towards grey), then hue."""
+def _gray(x: Any) -> Any:
+    """uint8 luma, 1 channel."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+
+    return fn.color_space_conversion(x, image_type=types.RGB, output_type=types.GRAY)
+
+
+def _jitter(x: Any, r: CropRecipe, device: str) -> Any:
+    """Brightness, contrast (around the mean grey), saturation (towards grey), then the HSV hue
+    shift, on uint8 pixels (each step saturates back to uint8, as torchvision's do)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
+    import nvidia.dali.types as types
+
+    def factor(value: float) -> Any:
+        return fn.random.uniform(range=(max(0.0, 1 - value), 1 + value))
 
     if r.brightness > 0:
-        x = dmath.clamp(x * uniform(max(0.0, 1 - r.brightness), 1 + r.brightness), 0.0, 255.0)
+        x = fn.brightness(x, brightness=factor(r.brightness))
     if r.contrast > 0:
-        f = uniform(max(0.0, 1 - r.contrast), 1 + r.contrast)
-        x = dmath.clamp(x * f + fn.reductions.mean(_gray(x)) * (1.0 - f), 0.0, 255.0)
+        f = factor(r.contrast)
+        mean = fn.reductions.mean(_gray(x))
+        if device == "gpu":  # a per-sample argument must live on the CPU: blend by arithmetic
+            y = fn.cast(x, dtype=types.FLOAT) * f.gpu() + mean * (1.0 - f.gpu())
+            x = fn.cast(dmath.clamp(y, 0.0, 255.0), dtype=types.UINT8)
+        else:
+            x = fn.contrast(x, contrast=f, contrast_center=mean)
     if r.saturation > 0:
-        f = uniform(max(0.0, 1 - r.saturation), 1 + r.saturation)
-        x = dmath.clamp(x * f + _gray(x) * (1.0 - f), 0.0, 255.0)
+        x = fn.saturation(x, saturation=factor(r.saturation))
     if r.hue > 0:
-        x = _hsv_hue_shift(x, uniform(-r.hue, r.hue), dmath)
+        shift = fn.random.uniform(range=(-r.hue, r.hue))
+        y = _hsv_hue_shift(fn.cast(x, dtype=types.FLOAT),
+                           shift.gpu() if device == "gpu" else shift, dmath)
+        x = fn.cast(y, dtype=types.UINT8)
     return x
 
 
@@ -161,14 +175,10 @@ def _maybe(x: Any, p: float, op: Any) -> Any:
 
 def _crop(images: Any, r: CropRecipe, mean: Sequence[float], std: Sequence[float],
           device: str) -> Any:
-    """One crop of recipe ``r`` for every image of the batch (called inside the pipeline graph)."""
+    """One crop of recipe ``r`` for every image of the batch (called inside the pipeline graph).
+    Pixels stay uint8 until the final normalisation."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
-
-    def uniform(lo: float, hi: float) -> Any:
-        """A per-sample random factor, on the device of the pixels it scales."""
-        f = fn.random.uniform(range=(lo, hi))
-        return f.gpu() if device == "gpu" else f
 
     def gray3(x: Any) -> Any:
         g = _gray(x)
@@ -179,10 +189,7 @@ def _crop(images: Any, r: CropRecipe, mean: Sequence[float], std: Sequence[float
                                 sigma=fn.random.uniform(range=r.sigma))
 
     def solarize(x: Any) -> Any:
-        return x + (x >= 127.5) * (255.0 - 2.0 * x)  # the pixels that round to >= 128
-
-    def equalize(x: Any) -> Any:
-        return fn.cast(fn.equalize(fn.cast(x + 0.5, dtype=types.UINT8)), dtype=types.FLOAT)
+        return fn.cast(x + (x >= 128) * (255 - 2 * x), dtype=types.UINT8)
 
     if r.rrc:
         x = fn.random_resized_crop(images, size=(r.size, r.size), random_area=r.scale,
@@ -192,10 +199,9 @@ def _crop(images: Any, r: CropRecipe, mean: Sequence[float], std: Sequence[float
         x = fn.resize(images, resize_shorter=r.size, interp_type=types.INTERP_CUBIC,
                       antialias=True)
         x = fn.crop(x, crop=(r.size, r.size))
-    x = fn.cast(x, dtype=types.FLOAT)
-    for p, op in ((r.jitter_prob, lambda x: _jitter(x, r, uniform)), (r.gray_prob, gray3),
+    for p, op in ((r.jitter_prob, lambda x: _jitter(x, r, device)), (r.gray_prob, gray3),
                   (r.blur_prob, blur), (r.solarize_prob, solarize),
-                  (r.equalize_prob, equalize)):
+                  (r.equalize_prob, fn.equalize)):
         if p > 0:
             x = _maybe(x, p, op)
     mirror = fn.random.coin_flip(probability=r.flip_prob) if r.flip_prob > 0 else 0
