@@ -95,29 +95,27 @@ def _stored_cfg(path: str, obj: dict[str, Any]) -> Optional[dict[str, Any]]:
 
 
 def _knn_data_cfg(args: argparse.Namespace, stored: Optional[dict[str, Any]]):
-    """Dataset name, crop size and normalisation: the command line first, then the checkpoint's
-    pretraining config, then the dataset's defaults."""
+    """Dataset name, crop size and normalisation: the command line first, then the pretraining
+    config when it was trained on the dataset evaluated, then the dataset's defaults."""
     from omegaconf import OmegaConf
 
     from ..data.info import DATASETS, canonical_dataset
     from ..eval.linear import DEFAULT_CROP
 
-    stored = stored or {}
-    data = stored.get("data") or {}
-    dataset = canonical_dataset(args.dataset or data.get("dataset") or "custom")
+    stored_data = (stored or {}).get("data") or {}
+    dataset = canonical_dataset(args.dataset or stored_data.get("dataset") or "custom")
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {dataset!r}: choose one of {sorted(DATASETS)}")
-    crop = args.crop_size
-    if crop is None and stored.get("augmentations"):
-        crop = stored["augmentations"][0].get("crop_size")
-    crop = int(crop or DEFAULT_CROP.get(dataset, 224))
-    same = args.dataset is None or canonical_dataset(data.get("dataset", "")) == dataset
-    mean = (same and data.get("mean")) or DATASETS[dataset].mean
-    std = (same and data.get("std")) or DATASETS[dataset].std
+    own = stored if canonical_dataset(stored_data.get("dataset") or "") == dataset else {}
+    own_data = (own or {}).get("data") or {}
+    own_aug = ((own or {}).get("augmentations") or [{}])[0]
+    crop = args.crop_size or own_aug.get("crop_size") or DEFAULT_CROP.get(dataset, 224)
+    mean = own_data.get("mean") or own_aug.get("mean") or DATASETS[dataset].mean
+    std = own_data.get("std") or own_aug.get("std") or DATASETS[dataset].std
     return OmegaConf.create({"data": {"dataset": dataset, "train_path": args.train_path,
                                       "val_path": args.val_path, "download": False,
-                                      "augmentations": {"crop_size": crop, "mean": list(mean),
-                                                        "std": list(std)}}})
+                                      "augmentations": {"crop_size": int(crop),
+                                                        "mean": list(mean), "std": list(std)}}})
 
 
 def _quote(parts: list[Any]) -> str:
@@ -221,6 +219,8 @@ def run_knn(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------- linear / semi
 def _print_result(kind: str, result) -> None:
+    if result.record_path is None:  # another DDP rank: rank zero reports
+        return
     m = result.metrics
     print(f"{kind}: top-1 {m['acc1']:.2f}%  top-5 {m['acc5']:.2f}%")
     print(f"run directory: {result.run_dir}")

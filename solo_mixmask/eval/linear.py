@@ -285,7 +285,7 @@ class LinearModel(pl.LightningModule):
 class EvalResult:
     metrics: dict[str, float]
     run_dir: Path
-    record_path: Path
+    record_path: Optional[Path]  # None on ranks other than global zero
     record: dict[str, Any]
     checkpoint: Optional[Path]
 
@@ -370,6 +370,15 @@ def final_metrics(trainer: pl.Trainer, model: LinearModel, val_loader) -> dict[s
     return {k: float(v) for k, v in trainer.validate(model, val_loader, verbose=False)[0].items()}
 
 
+#: the run version chosen by local rank 0, inherited by the processes Lightning's DDP launcher
+#: starts for the other local ranks, so that all ranks share one run folder
+VERSION_ENV = "SOLO_MIXMASK_EVAL_VERSION"
+
+
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def _run_dir(cfg: DictConfig, kind: str) -> tuple[Path, str, Optional[Path]]:
     from ..engine.checkpoint import find_resumable, new_version, write_json_atomic
 
@@ -380,10 +389,12 @@ def _run_dir(cfg: DictConfig, kind: str) -> tuple[Path, str, Optional[Path]]:
     if resume is not None:
         run_dir, version = resume.parent, resume.parent.name
     else:
-        version = new_version(root)
+        inherited = os.environ.get(VERSION_ENV) if _local_rank() > 0 else None
+        version = inherited or new_version(root)
         run_dir = root / version
+    os.environ[VERSION_ENV] = version
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "args.json").exists():
+    if _local_rank() == 0 and not (run_dir / "args.json").exists():
         write_json_atomic(run_dir / "args.json", OmegaConf.to_container(cfg, resolve=True))
     return run_dir, version, resume
 
@@ -425,7 +436,7 @@ def run_linear(cfg: DictConfig, kind: str = "linear",
     if select_train is not None:
         train = Subset(train, [int(i) for i in select_train(train, val)])
     run_dir, version, resume = _run_dir(cfg, kind)
-    if isinstance(train, Subset):
+    if isinstance(train, Subset) and _local_rank() == 0:
         write_subset_list(train, str(cfg.data.train_path), run_dir / "train_subset.txt")
     features_dim = int(backbone.num_features)
     model_backbone: Optional[nn.Module] = backbone
@@ -447,16 +458,15 @@ def run_linear(cfg: DictConfig, kind: str = "linear",
     trainer = _trainer(cfg, run_dir, callbacks)
     trainer.fit(model, train_loader, val_loader, ckpt_path=str(resume) if resume else None)
     final = final_metrics(trainer, model, val_loader)
-    metrics = {"acc1": float(final["val_acc1"]), "acc5": float(final["val_acc5"]),
-               "loss": float(final["val_loss"])}
+    metrics = {"acc1": final["val_acc1"], "acc5": final["val_acc5"], "loss": final["val_loss"]}
     settings = {**settings_of(cfg), "num_train": len(train),
                 **(extra_settings() if extra_settings else {})}
-    overrides = {"method": cfg.pretrain_method, "variant": cfg.pretrain_variant,
-                 "epochs": cfg.pretrain_epochs}
     record = make_record(kind, metrics, checkpoint=cfg.pretrained_feature_extractor,
                          dataset=cfg.data.dataset, settings=settings, info=info,
-                         overrides=overrides, command=command)
-    record["eval_run_dir"] = str(run_dir)
-    path = write_record(record, cfg.results_dir)
+                         overrides={"method": cfg.pretrain_method,
+                                    "variant": cfg.pretrain_variant,
+                                    "epochs": cfg.pretrain_epochs}, command=command)
+    record["eval_run_dir"] = str(run_dir.resolve())
+    path = write_record(record, cfg.results_dir) if trainer.is_global_zero else None
     last = next((cb.last for cb in callbacks if isinstance(cb, Checkpointer)), None)
     return EvalResult(metrics, run_dir, path, record, last)
