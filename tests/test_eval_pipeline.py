@@ -113,6 +113,11 @@ def test_knn_record_describes_the_checkpoint(knn_records, pretrained):
     assert Path(trained["run_dir"]) == Path(pretrained.run_dir).resolve()
     assert trained["settings"]["k"] == 200 and trained["settings"]["temperature"] == 0.1
     assert trained["settings"]["num_train"] == 500 and trained["settings"]["num_val"] == 200
+    # the same evaluation as the pretraining monitor's last one (same bank, k, T, crops), through
+    # another code path: the checkpoint file rather than the module in memory
+    final = json.loads((Path(pretrained.run_dir) / "final_metrics.json").read_text())
+    assert trained["metrics"]["acc1"] == pytest.approx(final["val_knn_acc1"], abs=0.01)
+    assert trained["metrics"]["acc5"] == pytest.approx(final["val_knn_acc5"], abs=0.01)
     assert trained["command"].startswith(f"solo-mixmask knn {pretrained.checkpoint} ")
     assert "--k 200 --temperature 0.1 --distance cosine" in trained["command"]
 
