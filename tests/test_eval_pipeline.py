@@ -128,6 +128,20 @@ def _printed_accuracy(out: str) -> tuple[float, float]:
     return float(match.group(1)), float(match.group(2))
 
 
+def test_record_of_the_pretraining_monitor(knn_records, pretrained):
+    """A reproduction can record the monitor's last KNN instead of re-running ``knn``."""
+    from solo_mixmask.eval.records import record_from_run
+    from solo_mixmask.eval.report import table_key
+
+    trained, _ = knn_records
+    monitor = record_from_run(pretrained.run_dir)
+    for key in ("eval", "method", "variant", "dataset", "backbone", "epochs", "checkpoint",
+                "checkpoint_sha256", "run_dir"):
+        assert monitor[key] == trained[key], key
+    assert monitor["metrics"] == trained["metrics"]
+    assert table_key(monitor) == table_key(trained) == "KNN (k=200, T=0.1, cosine)"
+
+
 def test_knn_euclidean_chunked_and_half_precision_bank(knn_records, pretrained, cifar_train,
                                                        cifar_test, capsys):
     """solo-learn's euclidean weighting in one block and in tiny blocks must agree exactly; a

@@ -179,6 +179,35 @@ def make_record(eval_kind: str, metrics: Mapping[str, float], *, checkpoint: str
     return record
 
 
+def record_from_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A ``knn`` record of a pretraining run's own last KNN evaluation (``final_metrics.json``,
+    written when ``knn_eval.enabled``), so a reproduction need not re-run ``knn`` on every
+    checkpoint. ``settings.bank`` says whether the bank was clean images or training crops."""
+    run_dir = Path(run_dir)
+    args = read_run_args(run_dir)
+    try:
+        final = json.loads((run_dir / "final_metrics.json").read_text())
+    except (OSError, ValueError):
+        final = {}
+    if args is None or "val_knn_acc1" not in final:
+        raise DataError(f"{run_dir}: no args.json or no final KNN accuracy (final_metrics.json "
+                        "with val_knn_acc1; pretrain with knn_eval.enabled=true)")
+    ckpts = sorted(run_dir.glob("*-ep=*.ckpt"), key=lambda c: int(re.findall(r"ep=(\d+)", c.name)[-1]))
+    if not ckpts:
+        raise DataError(f"{run_dir}: no checkpoint")
+    knn = args.get("knn_eval") or {}
+    settings = {"k": knn.get("k"), "temperature": knn.get("T"),
+                "distance": knn.get("distance_func"), "bank": knn.get("bank", "crops"),
+                "source": "pretraining monitor"}
+    metrics = {"acc1": final["val_knn_acc1"]}
+    if "val_knn_acc5" in final:
+        metrics["acc5"] = final["val_knn_acc5"]
+    info = provenance(ckpts[-1], {"cfg": args, "epoch": None}, "solo_mixmask")
+    return make_record("knn", metrics, checkpoint=ckpts[-1],
+                       dataset=str(_get(args, "data.dataset", "unknown")), settings=settings,
+                       info=info, command=f"solo-mixmask pretrain ({run_dir.resolve()})")
+
+
 def _slug(text: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "x"
 

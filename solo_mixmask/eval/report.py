@@ -149,8 +149,9 @@ def table_key(record: dict[str, Any]) -> str:
     s = record.get("settings") or {}
     kind = str(record["eval"])
     if kind == "knn":
+        bank = "" if s.get("bank", "clean") == "clean" else ", bank of training crops"
         return (f"KNN (k={s.get('k', '?')}, T={s.get('temperature', '?')}, "
-                f"{s.get('distance', 'cosine')})")
+                f"{s.get('distance', 'cosine')}{bank})")
     protocol = s.get("protocol", "frozen")
     if kind == "semi":
         return f"Semi-supervised, {s.get('labels', '?')} labels ({protocol})"
