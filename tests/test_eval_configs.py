@@ -1,0 +1,78 @@
+"""Every shipped linear / semi-supervised config composes and passes validation; the launchers are
+valid bash and pass the checkpoint through."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import torch
+
+from conftest import REPO
+from solo_mixmask.cli.evaluate import quote_paths
+from solo_mixmask.config import load_config
+from solo_mixmask.eval.linear import parse_linear_cfg
+from solo_mixmask.eval.semi import parse_semi_cfg
+
+LINEAR = sorted((REPO / "scripts/linear").glob("*/*.yaml"))
+SEMI = sorted((REPO / "scripts/semi").glob("*/*.yaml"))
+LAUNCHERS = sorted((REPO / "scripts").glob("linear/*/*.sh")) + sorted(
+    (REPO / "scripts").glob("semi/*/*.sh"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "name-abc-ep=99.ckpt"  # '=' as in real names
+    torch.save({"conv1.weight": torch.zeros(1)}, path)
+    return path
+
+
+def test_every_dataset_has_configs_and_launchers():
+    assert {p.parent.name for p in LINEAR} == {"cifar", "tiny-imagenet", "imagenet-100",
+                                               "imagenet", "custom"}
+    assert {p.name for p in LINEAR if p.parent.name == "cifar"} == {
+        "mocov2plus.yaml", "byol.yaml", "simclr.yaml", "simsiam.yaml"}
+    assert {p.parent.name for p in SEMI} == {"cifar", "tiny-imagenet", "imagenet-100", "imagenet"}
+    assert all(p.stat().st_mode & 0o111 for p in LAUNCHERS) and len(LAUNCHERS) == 9
+
+
+@pytest.mark.parametrize("path", LINEAR + SEMI, ids=lambda p: f"{p.parent.parent.name}/"
+                         f"{p.parent.name}/{p.name}")
+def test_config_parses(path, checkpoint):
+    overrides = quote_paths([f"pretrained_feature_extractor={checkpoint}"])
+    cfg = load_config(str(path.parent), path.name, overrides)
+    if path.parent.parent.name == "semi":
+        cfg = parse_semi_cfg(cfg)
+        assert cfg.semi.fraction in (0.01, 0.1)
+    cfg = parse_linear_cfg(cfg)
+    assert cfg.pretrained_feature_extractor == str(checkpoint)
+    assert cfg.max_epochs == 100 and cfg.finetune is False
+    assert cfg.optimizer.lr == pytest.approx(cfg.optimizer.lr_scale * load_config(
+        str(path.parent), path.name, overrides).optimizer.lr)
+    crop = {"cifar": 32, "tiny-imagenet": 64}.get(path.parent.name, 224)
+    assert cfg.data.augmentations.crop_size == crop
+
+
+def test_imagenet_mocov2_follows_the_moco_protocol(checkpoint):
+    cfg = load_config(str(REPO / "scripts/linear/imagenet"), "mocov2plus.yaml",
+                      quote_paths([f"pretrained_feature_extractor={checkpoint}"]))
+    assert (cfg.optimizer.lr, cfg.optimizer.batch_size, cfg.optimizer.weight_decay) == (30.0, 256, 0)
+    assert list(cfg.scheduler.lr_decay_steps) == [60, 80] and cfg.backbone.name == "resnet50"
+
+
+@pytest.mark.parametrize("path", LAUNCHERS, ids=lambda p: f"{p.parent.parent.name}/"
+                         f"{p.parent.name}/{p.name}")
+def test_launcher(path, tmp_path):
+    """Run with a stub ``solo-mixmask`` on PATH that prints what it is given."""
+    stub = tmp_path / "solo-mixmask"
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    first = "mocov2plus" if path.parent.parent.name == "linear" else "10"
+    out = subprocess.run(["bash", str(path), first, "ck-ep=1.ckpt", "max_epochs=5"], env=env,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    name = "mocov2plus.yaml" if first == "mocov2plus" else "10pct.yaml"
+    assert out == [path.parent.parent.name, "--config-path", str(path.parent), "--config-name",
+                   name, "pretrained_feature_extractor=ck-ep=1.ckpt", "max_epochs=5"]
+    usage = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
