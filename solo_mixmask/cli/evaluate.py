@@ -10,9 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
+
+    from ..eval.linear import EvalResult
 
 
 def _knn_arguments(p: argparse.ArgumentParser) -> None:
@@ -94,7 +100,7 @@ def _stored_cfg(path: str, obj: dict[str, Any]) -> Optional[dict[str, Any]]:
     return cfg if isinstance(cfg, dict) else read_run_args(Path(path).parent)
 
 
-def _knn_data_cfg(args: argparse.Namespace, stored: Optional[dict[str, Any]]):
+def _knn_data_cfg(args: argparse.Namespace, stored: Optional[dict[str, Any]]) -> DictConfig:
     """Dataset name, crop size and normalisation: the command line first, then the pretraining
     config when it was trained on the dataset evaluated, then the dataset's defaults."""
     from omegaconf import OmegaConf
@@ -124,7 +130,7 @@ def _quote(parts: list[Any]) -> str:
     return " ".join(shlex.quote(str(p)) for p in parts)
 
 
-def knn_command(args: argparse.Namespace, cfg) -> str:
+def knn_command(args: argparse.Namespace, cfg: DictConfig) -> str:
     """The complete command line of a KNN evaluation, defaults spelt out, for its record."""
     aug = cfg.data.augmentations
     parts: list[Any] = ["solo-mixmask", "knn", args.checkpoint, "--train-path", args.train_path,
@@ -148,7 +154,7 @@ def config_command(args: argparse.Namespace) -> str:
     return _quote(parts + ["--config-name", args.config_name, *args.overrides])
 
 
-def _device(name: str):
+def _device(name: str) -> torch.device:
     import torch
 
     if name == "auto":
@@ -218,7 +224,7 @@ def run_knn(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------- linear / semi
-def _print_result(kind: str, result) -> None:
+def _print_result(kind: str, result: EvalResult) -> None:
     if result.record_path is None:  # another DDP rank: rank zero reports
         return
     m = result.metrics
@@ -243,7 +249,7 @@ def quote_paths(overrides: list[str]) -> list[str]:
     return out
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace) -> DictConfig:
     from ..config import load_config
 
     return load_config(args.config_path, args.config_name, quote_paths(list(args.overrides)))

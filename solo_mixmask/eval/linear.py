@@ -247,7 +247,7 @@ class LinearModel(pl.LightningModule):
             self.last_val = (self.current_epoch, {k: float(v) for k, v in metrics.items()})
         self._sums = None
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> Any:
         cfg = self.cfg
         groups = [{"name": "classifier", "params": list(self.classifier.parameters())}]
         if self.finetune:
