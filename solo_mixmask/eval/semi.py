@@ -86,7 +86,7 @@ def match_subset(paths: Sequence[str], root: str | os.PathLike, names: Sequence[
     keep, missing = [], []
     for name in names:
         if "/" in name:
-            hit = by_rel.get(name.lstrip("./"))
+            hit = by_rel.get(name.removeprefix("./"))
             hits = [] if hit is None else [hit]
         else:
             hits = by_name.get(name, [])
