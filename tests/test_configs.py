@@ -92,3 +92,13 @@ def test_console_script_on_real_images_writes_checkpoint_and_args(cifar_train, c
     assert "args.json" in files and any(f.endswith("-ep=0.ckpt") for f in files)
     metrics = Path(run_dirs[0] / "logs" / "version_0" / "metrics.csv").read_text()
     assert "val_knn_acc1" in metrics and "train_mixmask_lambda" in metrics
+
+
+def test_help_lists_every_command(capsys):
+    from solo_mixmask.cli import COMMANDS, main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS)

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = _load(name)
         if module is None:
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        text = help_text.replace("%", "%%")  # argparse formats help strings
+        p = sub.add_parser(name, help=text, description=text)
         module.add_arguments(p, name) if _takes_name(module) else module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser

@@ -6,7 +6,6 @@ run directory is created, so a failed start writes nothing and overwrites nothin
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -20,8 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ..config.loading import select
-from ..config.pretrain import num_devices, parse_pretrain_cfg
-from ..data.info import DATASETS
+from ..config.pretrain import parse_pretrain_cfg
 from ..data.loaders import (
     build_eval_loader,
     build_pretrain_dataset,
@@ -32,11 +30,8 @@ from ..errors import CheckpointError, ConfigError
 from ..methods import METHODS
 from .checkpoint import Checkpointer, find_resumable, new_version, write_json_atomic
 from .monitors import KNNMonitor
-
-_TRAINER_PASSTHROUGH = ("limit_train_batches", "limit_val_batches", "log_every_n_steps",
-                        "check_val_every_n_epoch", "num_sanity_val_steps", "deterministic",
-                        "benchmark", "gradient_clip_val", "enable_progress_bar",
-                        "enable_model_summary", "max_steps", "val_check_interval")
+from .trainer import trainer_kwargs as trainer_kwargs_for
+from .trainer import uses_gpu
 
 
 @dataclass
@@ -46,32 +41,6 @@ class RunResult:
     cfg: DictConfig
     model: pl.LightningModule
     metrics: dict[str, float]
-
-
-def _uses_gpu(cfg: DictConfig) -> bool:
-    acc = str(cfg.accelerator)
-    return acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
-
-
-def _devices(cfg: DictConfig) -> Any:
-    """Lightning's ``devices``: CPU takes a count, GPUs a count or an id list."""
-    devices = cfg.devices
-    if str(cfg.accelerator) == "cpu" or not _uses_gpu(cfg):
-        return num_devices(devices)
-    if isinstance(devices, str) and devices.strip() not in ("auto", "-1"):
-        return devices
-    return OmegaConf.to_container(devices) if OmegaConf.is_list(devices) else devices
-
-
-def _strategy(cfg: DictConfig) -> Any:
-    strategy = select(cfg, "strategy", "auto")
-    if strategy in (None, "none"):
-        return "auto"
-    if strategy == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
-
-        return DDPStrategy(find_unused_parameters=False)
-    return strategy
 
 
 def _resume_path(cfg: DictConfig) -> Optional[Path]:
@@ -107,7 +76,7 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Optional[Any]]:
     cfg = parse_pretrain_cfg(cfg)
     if cfg.data.dataset == "custom" and select(cfg, "data.num_classes") is None:
         cfg.data.num_classes = count_classes(cfg)
-    gpu = _uses_gpu(cfg)
+    gpu = uses_gpu(cfg)
     if cfg.data.format == "dali":
         from ..data.dali import build_dali_pretrain_loader
 
@@ -169,24 +138,7 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
                                           bool(cfg.checkpoint.keep_prev)))
     all_callbacks += list(callbacks)
 
-    kwargs: dict[str, Any] = {
-        "max_epochs": int(cfg.max_epochs),
-        "accelerator": "gpu" if gpu and str(cfg.accelerator) == "auto" else str(cfg.accelerator),
-        "devices": _devices(cfg),
-        "num_nodes": int(cfg.num_nodes),
-        "precision": cfg.precision,
-        "strategy": _strategy(cfg),
-        "sync_batchnorm": bool(cfg.sync_batchnorm),
-        "accumulate_grad_batches": int(cfg.accumulate_grad_batches),
-        "callbacks": all_callbacks,
-        "logger": _loggers(cfg, run_dir),
-        "enable_checkpointing": False,
-        "default_root_dir": str(run_dir),
-    }
-    valid = inspect.signature(pl.Trainer.__init__).parameters
-    for key in _TRAINER_PASSTHROUGH:
-        if key in cfg and key in valid:
-            kwargs[key] = cfg[key]
+    kwargs = trainer_kwargs_for(cfg, run_dir, all_callbacks, _loggers(cfg, run_dir))
     kwargs.update(trainer_kwargs or {})
     trainer = pl.Trainer(**kwargs)
     trainer.fit(model, train_loader, val_loader, ckpt_path=str(ckpt_path) if ckpt_path else None)
@@ -210,8 +162,3 @@ def describe(result: RunResult) -> str:
         lines.append("metrics: " + json.dumps({k: round(v, 4) for k, v in result.metrics.items()
                                                 if not k.endswith("_step")}))
     return "\n".join(lines)
-
-
-def dataset_classes(cfg: DictConfig) -> int:
-    info = DATASETS[cfg.data.dataset]
-    return info.num_classes or count_classes(cfg)

@@ -307,9 +307,9 @@ def load_pretrained(cfg: DictConfig) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _accelerator_device(cfg: DictConfig) -> torch.device:
-    from ..engine.pretrain import _uses_gpu
+    from ..engine.trainer import uses_gpu
 
-    return torch.device("cuda" if _uses_gpu(cfg) else "cpu")
+    return torch.device("cuda" if uses_gpu(cfg) else "cpu")
 
 
 def precompute(backbone: nn.Module, train: Dataset, val: Dataset, cfg: DictConfig
@@ -329,26 +329,12 @@ def precompute(backbone: nn.Module, train: Dataset, val: Dataset, cfg: DictConfi
 
 
 def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> pl.Trainer:
-    import inspect
-
     from lightning.pytorch.loggers import CSVLogger
 
-    from ..engine.pretrain import _TRAINER_PASSTHROUGH, _devices, _strategy, _uses_gpu
+    from ..engine.trainer import trainer_kwargs
 
-    kwargs: dict[str, Any] = {
-        "max_epochs": int(cfg.max_epochs),
-        "accelerator": "gpu" if _uses_gpu(cfg) and str(cfg.accelerator) == "auto"
-        else str(cfg.accelerator),
-        "devices": _devices(cfg), "num_nodes": int(cfg.num_nodes), "precision": cfg.precision,
-        "strategy": _strategy(cfg), "sync_batchnorm": bool(cfg.sync_batchnorm),
-        "callbacks": callbacks, "logger": CSVLogger(save_dir=str(run_dir), name="logs"),
-        "enable_checkpointing": False, "default_root_dir": str(run_dir),
-    }
-    valid = inspect.signature(pl.Trainer.__init__).parameters
-    for key in _TRAINER_PASSTHROUGH:
-        if key in cfg and key in valid:
-            kwargs[key] = cfg[key]
-    return pl.Trainer(**kwargs)
+    logger = CSVLogger(save_dir=str(run_dir), name="logs")
+    return pl.Trainer(**trainer_kwargs(cfg, run_dir, callbacks, logger))
 
 
 def write_subset_list(subset: Subset, root: str, path: Path) -> None:
