@@ -1,0 +1,362 @@
+"""MoCo v2 and MixMask-MoCo v2 on one GPU: data-only images/s, training images/s, peak GPU memory.
+
+ResNet-50, 224 px, batch 256, bf16-mixed, channels_last, the project's
+``scripts/pretrain/imagenet/mocov2plus{,_mixmask}.yaml``, on the real Imagenette JPEGs (the packed
+``train_200pc.npz`` or an ImageFolder tree, given with --data). Reports, in a few minutes:
+
+- data (GPU decode): NVIDIA DALI's pipeline (``data.format: dali``, mixed decoding) when DALI is
+  installed; otherwise ``torchvision.io.decode_jpeg(device='cuda')`` batch decoding followed by the
+  same crop recipe applied batch-wise on the GPU (per-image crop boxes, per-sample jitter, grey, blur,
+  solarization, flip; the four jitter steps in a fixed order). The table says which decoder ran.
+- data (CPU loader): the engine's torchvision DataLoader with one worker per CPU core (up to 16),
+  timed over whole epochs after a first one (each epoch refills the worker pipeline).
+- training: ``Trainer.fit`` on 4 pre-made GPU batches, cycled, so the data path is excluded; the step
+  time is the median interval between batch ends after the warm-up steps (synchronised).
+- peak GPU memory: ``torch.cuda.max_memory_allocated`` over each method's run.
+
+omegaconf, hydra-core and antlr4-python3-runtime are needed; when they are missing and wheels of them
+lie in --wheels (default ``.whl/``), they are installed from there into ``.whl/site`` (no network).
+
+    python benchmarks/gpu_step.py --data datasets/imagenette2-224px/train_200pc.npz
+    python benchmarks/gpu_step.py --data PATH --device cpu --arch resnet18 --size 64 --batch 8 \\
+        --steps 2 --data-batches 2 --precision 32          # a CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def ensure_config_libs(wheels: Path) -> None:
+    """Installs omegaconf/hydra-core/antlr4 from local wheels when they are not importable."""
+    try:
+        import hydra  # noqa: F401
+        import omegaconf  # noqa: F401
+        return
+    except ImportError:
+        pass
+    site = wheels / "site"
+    if not site.is_dir():
+        found = sorted(str(p) for p in wheels.glob("*.whl"))
+        if not found:
+            raise SystemExit(f"omegaconf/hydra-core are missing and {wheels} holds no wheels")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                        "--target", str(site), *found], check=True)
+    sys.path.insert(0, str(site))
+
+
+# ----------------------------------------------------------------------------------------- data
+def load_jpegs(data: Path) -> tuple[list[Any], list[int], Path]:
+    """JPEG bytes (uint8 tensors), labels, and an ImageFolder tree of the same files."""
+    import numpy as np
+    import torch
+
+    from solo_mixmask.data.datasets import scan_image_folder
+    from solo_mixmask.data.npz import unpack_npz
+
+    if data.suffix == ".npz":
+        root = unpack_npz(data, Path(tempfile.gettempdir()) / f"gpu-step-{data.stem}")
+    else:
+        root = data
+    images = scan_image_folder(root)
+    raw = [torch.from_numpy(np.fromfile(p, dtype=np.uint8)) for p in images.paths]
+    return raw, images.targets, root
+
+
+def batch_recipe(x: Any, recipe: Any, mean: Any, std: Any) -> Any:
+    """The crop recipe after the crop, batch-wise: x is (B, 3, S, S) uint8 on any device."""
+    import torch
+    import torch.nn.functional as nnf
+
+    from solo_mixmask.data.augmentations import blur_kernel, gaussian_kernel1d
+
+    b, dev = len(x), x.device
+    x = x.float().div_(255)
+
+    def coin(p: float) -> Any:
+        return torch.rand(b, device=dev) < p
+
+    def uniform(lo: float, hi: float) -> Any:
+        return torch.empty(b, 1, 1, 1, device=dev).uniform_(lo, hi)
+
+    def gray(t: Any) -> Any:
+        return (t[:, 0:1] * 0.2989 + t[:, 1:2] * 0.587 + t[:, 2:3] * 0.114)
+
+    if recipe.jitter_prob > 0:
+        on = coin(recipe.jitter_prob).view(b, 1, 1, 1)
+
+        def factor(v: float, center: float = 1.0) -> Any:
+            f = uniform(max(0.0, center - v), center + v) if center else uniform(-v, v)
+            return torch.where(on, f, torch.full_like(f, center))
+
+        x = (x * factor(recipe.brightness)).clamp_(0, 1)
+        c = factor(recipe.contrast)
+        x = (x * c + gray(x).mean(dim=(1, 2, 3), keepdim=True) * (1 - c)).clamp_(0, 1)
+        s = factor(recipe.saturation)
+        x = (x * s + gray(x) * (1 - s)).clamp_(0, 1)
+        shift = factor(recipe.hue, 0.0)  # HSV hue rotation, closed form
+        v, idx = x.max(dim=1, keepdim=True)
+        chroma = v - x.amin(dim=1, keepdim=True)
+        num = x.roll(-1, 1) - x.roll(-2, 1)
+        h6 = num.gather(1, idx) / chroma.clamp_min(1e-12) + 2 * idx + 6 * shift
+        k = (h6 + torch.tensor([5.0, 3.0, 1.0], device=dev).view(1, 3, 1, 1)).remainder_(6)
+        x = v - chroma * torch.minimum(k, 4 - k).clamp_(0, 1)
+    if recipe.gray_prob > 0:
+        x = torch.where(coin(recipe.gray_prob).view(b, 1, 1, 1), gray(x).expand_as(x), x)
+    if recipe.blur_prob > 0:
+        sel = coin(recipe.blur_prob).nonzero().flatten()
+        if len(sel):
+            size = blur_kernel(x.shape[-1])
+            pad = size // 2
+            sig = torch.empty(len(sel)).uniform_(*recipe.sigma).tolist()
+            kern = torch.stack([gaussian_kernel1d(size, s) for s in sig]).to(dev)
+            kern = kern.repeat_interleave(3, dim=0)  # one kernel per (sample, channel)
+            y = nnf.pad(x[sel].reshape(1, -1, *x.shape[-2:]), [pad] * 4, mode="reflect")
+            y = nnf.conv2d(y, kern.view(-1, 1, 1, size), groups=len(kern))
+            y = nnf.conv2d(y, kern.view(-1, 1, size, 1), groups=len(kern))
+            x[sel] = y.view(len(sel), 3, *x.shape[-2:])
+    if recipe.solarize_prob > 0:
+        on = coin(recipe.solarize_prob).view(b, 1, 1, 1) & (x >= 128 / 255)
+        x = torch.where(on, 1 - x, x)
+    if recipe.flip_prob > 0:
+        x = torch.where(coin(recipe.flip_prob).view(b, 1, 1, 1), x.flip(-1), x)
+    return (x - mean) / std
+
+
+class GPUDecodeLoader:
+    """Batches of ``[indexes, [crops], targets]`` decoded and augmented on ``device`` (no DALI)."""
+
+    def __init__(self, raw: list, targets: list, cfg: Any, batch: int, device: str) -> None:
+        import torch
+
+        from solo_mixmask.data.augmentations import RandomResizedCrop
+        from solo_mixmask.data.dali import CropRecipe
+        from solo_mixmask.data.loaders import dataset_stats
+
+        self.raw, self.batch, self.device = raw, batch, device
+        self.targets = torch.as_tensor(targets)
+        self.recipes = [CropRecipe.from_cfg(a) for a in cfg.augmentations]
+        self.crops = [RandomResizedCrop(r.size, r.scale) for r in self.recipes]
+        m, s = dataset_stats(cfg)
+        self.mean = torch.tensor(m, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(s, device=device).view(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.raw) // self.batch
+
+    def __iter__(self):
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        order = torch.randperm(len(self.raw))
+        for i in range(len(self)):
+            idx = order[i * self.batch:(i + 1) * self.batch]
+            imgs = decode_jpeg([self.raw[j] for j in idx.tolist()], mode=ImageReadMode.RGB,
+                               device=self.device)
+            crops = []
+            for recipe, rrc in zip(self.recipes, self.crops):
+                for _ in range(recipe.num_crops):
+                    x = torch.stack([rrc(img) for img in imgs])
+                    crops.append(batch_recipe(x, recipe, self.mean, self.std))
+            yield [idx.to(self.device), crops, self.targets[idx].to(self.device)]
+
+
+def time_loader(loader: Any, batches: int, warmup: int, sync: Any) -> float:
+    """Images/s over ``batches`` batches after ``warmup`` (epochs restart as needed)."""
+    def forever():
+        while True:
+            yield from loader
+
+    it = forever()
+    for _ in range(warmup):
+        next(it)
+    sync()
+    t = time.perf_counter()
+    n = sum(len(next(it)[0]) for _ in range(batches))
+    sync()
+    return n / (time.perf_counter() - t)
+
+
+def time_epochs(loader: Any, batches: int) -> float:
+    """Images/s over whole epochs after a first (worker start-up) epoch: with many workers the
+    prefetched batches would otherwise flatter a short timing window."""
+    images = 0
+    for _ in loader:
+        pass
+    epochs = max(1, math.ceil(batches / max(1, len(loader))))
+    t = time.perf_counter()
+    for _ in range(epochs):
+        images += sum(len(b[0]) for b in loader)
+    return images / (time.perf_counter() - t)
+
+
+# ------------------------------------------------------------------------------------- training
+def build_cfg(method: str, args: Any, root: Path) -> Any:
+    from solo_mixmask.config.loading import load_config
+    from solo_mixmask.config.pretrain import parse_pretrain_cfg
+
+    name = "mocov2plus_mixmask" if method.startswith("mixmask_") else "mocov2plus"
+    gpu = args.device != "cpu"
+    overrides = [f"optimizer.batch_size={args.batch}", f"backbone.name={args.arch}",
+                 f"data.train_path={root}", "data.val_path=null",
+                 f"accelerator={'gpu' if gpu else 'cpu'}", "devices=1",
+                 f"precision={args.precision}", "+performance.channels_last=true",
+                 f"data.num_workers={args.workers}", f"+dali.device={'gpu' if gpu else 'cpu'}",
+                 "checkpoint.enabled=false", "auto_resume.enabled=false"]
+    cfg = load_config(str(REPO / "scripts" / "pretrain" / "imagenet"), name, overrides)
+    for aug in cfg.augmentations:
+        aug.crop_size = args.size
+    return parse_pretrain_cfg(cfg)
+
+
+def train_speed(cfg: Any, batches: list, steps: int, warmup: int, device: str) -> dict:
+    import lightning.pytorch as pl
+    import torch
+
+    from solo_mixmask.methods import METHODS
+
+    class Cycle:
+        def __len__(self) -> int:
+            return steps
+
+        def __iter__(self):
+            return (batches[i % len(batches)] for i in range(steps))
+
+    class StepTimer(pl.Callback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+
+        def on_train_batch_end(self, *a: Any) -> None:
+            if device != "cpu":
+                torch.cuda.synchronize()
+            self.ends.append(time.perf_counter())
+
+    pl.seed_everything(0, verbose=False)
+    model = METHODS[cfg.method](cfg)
+    if model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    timer = StepTimer()
+    if device != "cpu":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    trainer = pl.Trainer(max_steps=steps, max_epochs=1, accelerator="cpu" if device == "cpu"
+                         else "gpu", devices=1, precision=cfg.precision, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[timer],
+                         num_sanity_val_steps=0)
+    trainer.fit(model, Cycle())
+    gaps = [b - a for a, b in zip(timer.ends[warmup:], timer.ends[warmup + 1:])]
+    step = statistics.median(gaps) if gaps else float("nan")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device != "cpu" else float("nan")
+    return {"step_s": step, "img_s": len(batches[0][0]) / step, "peak_gib": peak,
+            "steps_timed": len(gaps)}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True,
+                    help="Imagenette: the packed train_200pc.npz or an ImageFolder tree")
+    ap.add_argument("--device", default="cuda", help="cuda or cpu")
+    ap.add_argument("--arch", default="resnet50")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--precision", default="bf16-mixed")
+    ap.add_argument("--steps", type=int, default=25, help="training steps per method")
+    ap.add_argument("--warmup", type=int, default=5, help="steps left out of the timing")
+    ap.add_argument("--data-batches", type=int, default=20, help="timed batches per data path")
+    ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1),
+                    help="CPU loader workers")
+    ap.add_argument("--methods", default="mocov2plus,mixmask_mocov2plus")
+    ap.add_argument("--wheels", type=Path, default=REPO / ".whl")
+    ap.add_argument("--skip-cpu-loader", action="store_true")
+    ap.add_argument("--no-dali", action="store_true", help="use the torchvision decoder even when "
+                    "DALI is installed")
+    args = ap.parse_args(argv)
+
+    warnings.filterwarnings("ignore")
+    ensure_config_libs(args.wheels)
+    import torch
+
+    if args.device != "cpu" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: use --device cpu for a smoke run")
+    if args.device != "cpu":
+        torch.backends.cudnn.benchmark = True
+    device = "cuda" if args.device != "cpu" else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    t_start = time.perf_counter()
+    raw, targets, root = load_jpegs(args.data)
+    methods = args.methods.split(",")
+    cfg0 = build_cfg(methods[0], args, root)
+    out: dict[str, Any] = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                           "torch": torch.__version__, "arch": args.arch, "size": args.size,
+                           "batch": args.batch, "precision": args.precision,
+                           "images": len(raw), "data": {}, "train": {}}
+
+    # data only
+    from solo_mixmask.data.dali import build_dali_pretrain_loader, dali_available
+
+    if dali_available() and not args.no_dali:
+        loader = build_dali_pretrain_loader(cfg0, gpu=device == "cuda")
+        out["decoder"] = f"DALI ({'mixed/GPU' if device == 'cuda' else 'CPU'})"
+    else:
+        loader = GPUDecodeLoader(raw, targets, cfg0, args.batch, device)
+        out["decoder"] = f"torchvision.io.decode_jpeg(device='{device}') + batch-wise recipe"
+    out["data"]["gpu_decode_img_s"] = time_loader(loader, args.data_batches, 2, sync)
+    batches = list(zip(range(4), loader))
+    batches = [[b[0].to(device), [c.to(device) for c in b[1]], b[2].to(device)]
+               for _, b in batches]
+    del loader
+    if not args.skip_cpu_loader:
+        from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loader
+
+        cpu_loader = build_pretrain_loader(cfg0, build_pretrain_dataset(cfg0), gpu=device == "cuda")
+        out["data"]["cpu_loader_img_s"] = time_epochs(cpu_loader, args.data_batches)
+        out["data"]["cpu_loader_workers"] = args.workers
+        del cpu_loader
+    print(f"data: {json.dumps(out['data'])} ({out['decoder']})", flush=True)
+
+    # training
+    for method in methods:
+        cfg = cfg0 if method == methods[0] else build_cfg(method, args, root)
+        out["train"][method] = train_speed(cfg, batches, args.steps,
+                                           min(args.warmup, max(0, args.steps - 2)), device)
+        print(f"{method}: {json.dumps(out['train'][method])}", flush=True)
+    out["total_s"] = time.perf_counter() - t_start
+
+    print(f"\n{out['device']}, {args.arch} {args.size} px, batch {args.batch}, {args.precision}, "
+          f"channels_last; decoder: {out['decoder']}")
+    print("| what | images/s | peak GPU memory (GiB) |")
+    print("|---|---|---|")
+    print(f"| data only: {out['decoder']} | {out['data']['gpu_decode_img_s']:.0f} | |")
+    if "cpu_loader_img_s" in out["data"]:
+        print(f"| data only: CPU loader, {args.workers} workers | "
+              f"{out['data']['cpu_loader_img_s']:.0f} | |")
+    for method, r in out["train"].items():
+        print(f"| training: {method} | {r['img_s']:.0f} | {r['peak_gib']:.1f} |")
+    if len(out["train"]) == 2:
+        a, b = (out["train"][m]["step_s"] for m in methods)
+        print(f"| MixMask / vanilla step time | {b / a:.3f} | |")
+    print(f"total {out['total_s']:.0f} s")
+    if os.environ.get("OUT"):
+        path = Path(os.environ["OUT"]) / "gpu_step.json"
+        path.write_text(json.dumps(out, indent=1))
+        print(f"wrote {path}")
+    return 0 if all(math.isfinite(r["step_s"]) for r in out["train"].values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
