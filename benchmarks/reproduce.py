@@ -1,0 +1,193 @@
+"""Reproduce the direction of the paper's comparison (vanilla vs Un-Mix vs erase-based vs MixMask
+vs MixMask*) at small scale on real CIFAR-10 images, and record the results.
+
+    python benchmarks/reproduce.py --method mocov2plus --variant vanilla mixmask erase --seed 0
+    solo-mixmask report docs/results
+
+Every run pretrains with the budget of ``benchmarks/reproduce.yaml``, logs KNN top-1 (k=200,
+T=0.1, clean train bank) on the test split every few epochs, then trains a linear probe on frozen
+features of the final backbone. It appends to ``--results`` (default ``docs/results``): a ``knn``
+and a ``linear`` record (JSON), and the run's args.json and CSV logs (for the curves); checkpoints
+stay in ``--work``. Extra ``key=value`` arguments override the pretraining config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {gpu}, torch {torch.__version__}"
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return out + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def prepare_data(spec, work: Path) -> tuple[Path, Path]:
+    from solo_mixmask.data.npz import shared_data_dir, unpack_npz
+    from solo_mixmask.errors import DataError
+
+    root = shared_data_dir()
+    if root is None:
+        raise DataError("real CIFAR-10 data not found: put it at ../shared/data or set "
+                        "SOLO_MIXMASK_DATA")
+    tag = f"{spec.train_per_class or 'all'}"
+    train = unpack_npz(root / spec.train_npz, work / f"cifar10-train-{tag}", spec.train_per_class)
+    test = unpack_npz(root / spec.test_npz, work / f"cifar10-test-{spec.test_per_class or 'all'}",
+                      spec.test_per_class)
+    return train, test
+
+
+def pretrain_config(plan, method: str, variant: str, seed: int, train: Path, test: Path,
+                    work: Path, overrides: list[str]):
+    m = plan.methods[method]
+    kwargs = OmegaConf.merge(m.method_kwargs, plan.variants[variant] or {})
+    cfg = OmegaConf.create({
+        "name": f"repro-{method}-{variant}-s{seed}",
+        "method": method if variant == "vanilla" else f"mixmask_{method}",
+        "backbone": plan.backbone,
+        "method_kwargs": kwargs,
+        "momentum": m.get("momentum", {}),
+        "data": {"dataset": "cifar10", "train_path": str(train), "val_path": str(test),
+                 "num_workers": plan.data.num_workers},
+        "augmentations": plan.augmentations,
+        "optimizer": {**OmegaConf.to_container(m.optimizer),
+                      "batch_size": plan.budget.batch_size},
+        "scheduler": m.scheduler,
+        "knn_eval": {"enabled": True, "bank": "clean", "k": plan.knn.k, "T": plan.knn.T,
+                     "distance_func": "cosine", "frequency": plan.knn.frequency},
+        "checkpoint": {"enabled": True, "dir": str(work / "runs")},
+        "max_epochs": plan.budget.max_epochs,
+        "accelerator": "auto",
+        "devices": 1,
+        "precision": 32,
+        "seed": seed,
+        "enable_progress_bar": sys.stderr.isatty(),
+    })
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+
+
+def linear_config(plan, checkpoint: Path, train: Path, test: Path, results: Path, work: Path):
+    return OmegaConf.create({
+        "name": "repro-linear",
+        "pretrained_feature_extractor": str(checkpoint),
+        "data": {"dataset": "cifar10", "train_path": str(train), "val_path": str(test),
+                 "num_workers": plan.data.num_workers},
+        "optimizer": {"name": "sgd", "batch_size": plan.linear.batch_size, "lr": plan.linear.lr,
+                      "weight_decay": 0.0},
+        "scheduler": {"name": "cosine"},
+        "features": {"precompute": True},
+        "max_epochs": plan.linear.max_epochs,
+        "checkpoint": {"enabled": False, "dir": str(work / "linear")},
+        "results_dir": str(results),
+        "accelerator": "auto",
+        "devices": 1,
+        "enable_progress_bar": False,
+    })
+
+
+def keep_logs(run_dir: Path, dest: Path) -> None:
+    """args.json, final metrics and CSV logs of a run (no checkpoints) for the report's curves."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in ("args.json", "final_metrics.json"):
+        if (run_dir / name).is_file():
+            shutil.copy(run_dir / name, dest / name)
+    for csv in run_dir.glob("logs/version_*/metrics.csv"):
+        target = dest / csv.relative_to(run_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(csv, target)
+
+
+def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
+    import torch
+
+    from solo_mixmask.engine.pretrain import pretrain
+    from solo_mixmask.eval.linear import run_linear
+    from solo_mixmask.eval.records import record_from_run, write_record
+
+    work, results = Path(args.work), Path(args.results)
+    train, test = prepare_data(plan.data, work / "data")
+    cfg = pretrain_config(plan, method, variant, seed, train, test, work, args.overrides)
+    command = " ".join([f"python benchmarks/reproduce.py --method {method} --variant {variant} "
+                        f"--seed {seed}", *args.overrides]).strip()
+    start = time.time()
+    result = pretrain(cfg)
+    wall = time.time() - start
+    extra = {"wall_time_s": round(wall, 1), "machine": machine(), "commit": commit(),
+             "train_images": len(list(Path(train).rglob("*.jpg"))),
+             "threads": torch.get_num_threads(), "seed": seed}
+    kept = f"runs/{method}-{variant}-s{seed}"  # logs kept beside the records, relative to them
+    record = record_from_run(result.run_dir)
+    record["settings"].update(extra)
+    record.update(command=command, variant=variant, run_dir=kept)
+    knn_path = write_record(record, results)
+    linear = run_linear(linear_config(plan, result.checkpoint, train, test, results, work),
+                        command=command + "  (linear probe on frozen features)")
+    if linear.record_path is not None:
+        rec = json.loads(Path(linear.record_path).read_text())
+        rec.update(variant=variant, run_dir=kept)
+        rec["settings"].update(extra)
+        Path(linear.record_path).write_text(json.dumps(rec, indent=2) + "\n")
+    keep_logs(result.run_dir, results / kept)
+    summary = {"method": method, "variant": variant, "seed": seed,
+               "knn_top1": record["metrics"]["acc1"], "linear_top1": linear.metrics["acc1"],
+               "wall_time_min": round(wall / 60, 1), "knn_record": str(knn_path)}
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=str(REPO / "benchmarks" / "reproduce.yaml"))
+    p.add_argument("--method", nargs="+", default=["mocov2plus"])
+    p.add_argument("--variant", nargs="+", default=["vanilla", "mixmask", "erase"])
+    p.add_argument("--seed", type=int, nargs="+", default=[0])
+    p.add_argument("--results", default=str(REPO / "docs" / "results"))
+    p.add_argument("--work", default=str(Path.home() / ".cache" / "solo-mixmask" / "reproduce"))
+    p.add_argument("overrides", nargs="*", help="pretraining config overrides, key=value")
+    args = p.parse_args(argv)
+    plan = OmegaConf.load(args.config)
+    for method in args.method:
+        for variant in args.variant:
+            if variant not in plan.variants:
+                p.error(f"unknown variant {variant!r}: {list(plan.variants)}")
+            for seed in args.seed:
+                run_one(plan, method, variant, seed, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
