@@ -147,6 +147,9 @@ def test_variant_trains_inside_solo_classes(method, branch, cifar_train, tmp_pat
     for key in branch_keys:
         assert torch.isfinite(metrics[key]), key
     assert torch.isfinite(metrics["train_class_loss"])
+    base_loss = {"mixmask_mocov2plus": "train_nce_loss", "mixmask_simclr": "train_nce_loss",
+                 "mixmask_byol": "train_neg_cos_sim", "mixmask_simsiam": "train_neg_cos_sim"}
+    assert torch.isfinite(metrics[base_loss[method]])  # solo-learn's own loss term
     after = model.backbone.state_dict()
     changed = [k for k, v in before.items() if v.is_floating_point()
                and not torch.equal(v, after[k])]
