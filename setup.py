@@ -19,7 +19,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["solo_mixmask", "solo_mixmask.*"]),
     include_package_data=True,
-    package_data={"solo_mixmask": ["configs/**/*.yaml", "configs/*.yaml"]},
+    package_data={"solo_mixmask": ["configs/*.yaml", "zoo/manifest.yaml"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -43,6 +43,7 @@ def test_moco_queue_holds_keys_from_both_ranks(cifar_train, tmp_path):
     expected = torch.cat([k0, k1]).T  # rank order
     for r in ranks:
         assert torch.allclose(r["moco"]["block"], expected, atol=1e-6)
+    assert ranks[0]["draw"] != ranks[1]["draw"]  # each rank draws its own masks
 
 
 @pytest.mark.slow

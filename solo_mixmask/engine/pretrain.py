@@ -94,7 +94,7 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
              trainer_kwargs: Optional[dict[str, Any]] = None) -> RunResult:
     """Trains ``cfg.method`` as configured; returns the run directory and last checkpoint."""
     cfg, train_loader, val_loader, gpu = prepare(cfg)
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    pl.seed_everything(int(cfg.seed), workers=True)
     model = METHODS[cfg.method](cfg)
     if model.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -416,7 +416,7 @@ def run_linear(cfg: DictConfig, kind: str = "linear",
     from ..engine.checkpoint import Checkpointer
 
     cfg = parse_linear_cfg(cfg)
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    pl.seed_everything(int(cfg.seed), workers=True)
     backbone, info = load_pretrained(cfg)
     train, val, num_classes = build_datasets(cfg, augment=not cfg.features.precompute)
     if select_train is not None:

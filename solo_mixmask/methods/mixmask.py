@@ -44,7 +44,7 @@ class MixMaskMixin:
         spec = parse_branch_cfg(cfg.method_kwargs, int(cfg.augmentations[0].crop_size),
                                 self.symmetric)
         mean, std = dataset_stats(cfg)
-        self.branches = Branches(spec, mean, std, seed=int(cfg.seed) * 1000 + rank())
+        self.branches = Branches(spec, mean, std, seed=int(cfg.seed))
 
     def branch_losses(self, crops: list[torch.Tensor],
                       out: dict[str, Any]) -> tuple[Optional[torch.Tensor], dict[str, Any]]:
@@ -61,6 +61,10 @@ class MixMaskMixin:
         assert total is not None
         return total / len(mixed), logs
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)  # type: ignore[misc]
+        self.branches.fork(rank())  # the process group exists from here on
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
         checkpoint["mixmask_branches"] = self.branches.state_dict()
@@ -69,6 +73,7 @@ class MixMaskMixin:
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
         if "mixmask_branches" in checkpoint:
             self.branches.load_state_dict(checkpoint["mixmask_branches"])
+            self.branches.fork(rank())
 
 
 def mixmask_variant(base: type[BaseMethod]) -> type[BaseMethod]:

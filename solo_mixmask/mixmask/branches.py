@@ -201,3 +201,12 @@ class Branches:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "rng" in state:
             self.rng.bit_generator.state = state["rng"]
+
+    def fork(self, rank: int) -> None:
+        """Gives process ``rank`` its own stream, derived from the current state (rank 0 keeps
+        it): under DDP each rank draws its own masks and permutations, also after a resume from a
+        checkpoint that holds rank 0's state."""
+        if rank > 0:
+            self.rng = np.random.default_rng([int(self.rng.integers(2**62)), rank])
+            self._noise_seed = self._noise_seed * 1000 + rank
+            self._noise_gen = None

@@ -56,16 +56,23 @@ def repo_manifest() -> Path:
     return Path(__file__).resolve().parents[2] / "zoo" / "manifest.yaml"
 
 
+def packaged_manifest() -> Path:
+    """The copy installed with the package (a link to ``zoo/manifest.yaml`` in the repository)."""
+    return Path(__file__).resolve().with_name("manifest.yaml")
+
+
 def find_manifest(path: Optional[str | os.PathLike] = None) -> Path:
-    """``path``, else ``$SOLO_MIXMASK_ZOO_MANIFEST``, else the checkout's ``zoo/manifest.yaml``."""
+    """``path``, else ``$SOLO_MIXMASK_ZOO_MANIFEST``, else the checkout's ``zoo/manifest.yaml``,
+    else the copy installed with the package."""
     explicit = path or os.environ.get("SOLO_MIXMASK_ZOO_MANIFEST")
     if explicit:
         p = Path(explicit).expanduser()
         if not p.is_file():
             raise ConfigError(f"zoo manifest not found: {p}")
         return p
-    if repo_manifest().is_file():
-        return repo_manifest()
+    for candidate in (repo_manifest(), packaged_manifest()):
+        if candidate.is_file():
+            return candidate
     raise ConfigError("zoo manifest not found: pass --manifest PATH or set "
                       "SOLO_MIXMASK_ZOO_MANIFEST (it ships as zoo/manifest.yaml in the repository)")
 

@@ -45,6 +45,8 @@ class Probe(Callback):
         pl_module.after_ssl_step = after_ssl_step
 
     def on_train_end(self, trainer, pl_module) -> None:
+        if hasattr(pl_module, "branches"):
+            self.seen["draw"] = float(pl_module.branches.rng.random())
         self.seen["rank"] = trainer.global_rank
         self.seen["world"] = trainer.world_size
         torch.save(self.seen, self.out / f"rank{trainer.global_rank}.pt")
