@@ -188,6 +188,9 @@ def parse_pretrain_cfg(cfg: DictConfig) -> DictConfig:
     _default(cfg, "wandb.offline", False)
     _default(cfg, "tensorboard.enabled", False)
     _default(cfg, "performance.channels_last", "auto")
+    if cfg.performance.channels_last == "auto":
+        # channels_last wins on GPUs and, measured, on the CPU too (docs/speed.md)
+        cfg.performance.channels_last = True
     _default(cfg, "performance.compile", False)
     _default(cfg, "performance.pin_memory", "auto")
     _default(cfg, "performance.persistent_workers", True)
