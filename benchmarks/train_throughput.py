@@ -268,9 +268,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--pairs-1x", type=int, default=1, help="ABCCBA rounds at width 1")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--channels-last", action="store_true",
-                    help="the model and inputs in channels_last (default: the engine's CPU "
-                         "default, off)")
+    ap.add_argument("--no-channels-last", action="store_true",
+                    help="contiguous NCHW instead of the engine's default channels_last")
     ap.add_argument("--skip-loader", action="store_true")
     ap.add_argument("--skip-masks", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
@@ -290,15 +289,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     widths = [float(w) for w in args.widths.split(",")]
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, load average "
-          f"{os.getloadavg()[0]:.2f}, batch {args.batch}, channels_last {args.channels_last}")
+          f"{os.getloadavg()[0]:.2f}, batch {args.batch}, "
+          f"channels_last {not args.no_channels_last}")
 
     results: dict[str, Any] = {"steps": {}, "args": {k: str(v) for k, v in vars(args).items()}}
     batches = make_batches(build_cfg(methods[0], widths[0], args.batch, str(root),
-                                     args.channels_last), 3)
+                                     not args.no_channels_last), 3)
     for width in widths:
         pairs = args.pairs if width < 1 else args.pairs_1x
         for method in methods:
-            cfg = build_cfg(method, width, args.batch, str(root), args.channels_last)
+            cfg = build_cfg(method, width, args.batch, str(root), not args.no_channels_last)
             r = bench_method(cfg, batches, pairs, args.warmup if width < 1 else 1)
             r.update(method=method, width=width, load=os.getloadavg()[0])
             results["steps"][f"{method}@{width}"] = r
@@ -308,7 +308,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"{_med(r['full_over_online']):.2f}", flush=True)
 
     if not args.skip_loader and 0.25 in widths:
-        cfg = build_cfg("mocov2plus", 0.25, args.batch, str(root), args.channels_last)
+        cfg = build_cfg("mocov2plus", 0.25, args.batch, str(root), not args.no_channels_last)
         results["loader"] = {
             "torchvision_nw2": loader_speed(cfg, "image_folder", 2),
             "end_to_end_nw2": end_to_end(cfg, 2),
@@ -321,7 +321,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               flush=True)
 
     if not args.skip_masks:
-        cfg = build_cfg("mixmask_mocov2plus", 0.25, 512, str(root), args.channels_last)
+        cfg = build_cfg("mixmask_mocov2plus", 0.25, 512, str(root), not args.no_channels_last)
         big = make_batches(cfg, 1)[0]
         results["masks"] = mask_share(cfg, big, steps=2)
         print(f"  masks {results['masks']}", flush=True)

@@ -238,3 +238,21 @@ def test_pretraining_with_dali_takes_steps_and_checkpoints(cifar_train, tmp_path
     state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
     assert state["global_step"] == 4
     assert np.isfinite(result.metrics["train_loss"])
+
+
+@needs_dali
+def test_held_batches_are_not_overwritten(cifar_train):
+    """Lightning holds a batch while it fetches the next: DALI must not reuse its memory."""
+    from solo_mixmask.data.dali import CropRecipe, DALIPretrainLoader
+
+    images = scan_image_folder(cifar_train)
+    aug = OmegaConf.create({"crop_size": 16, "num_crops": 2, "horizontal_flip": {"prob": 0.5}})
+    loader = DALIPretrainLoader(images, range(len(images)), [CropRecipe.from_cfg(aug)],
+                                (0.5,) * 3, (0.25,) * 3, 100, num_threads=1, shard=(0, 1))
+    held, copies = [], []
+    for idx, crops, _ in loader:
+        held.append((idx, crops[0]))
+        copies.append((idx.clone(), crops[0].clone()))
+    assert len(held) == 5
+    for (i, x), (ci, cx) in zip(held, copies):
+        assert torch.equal(i, ci) and torch.equal(x, cx)
