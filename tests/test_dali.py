@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_cfg
 from omegaconf import OmegaConf
 from torchvision.transforms.v2 import functional as F
 
+from conftest import tiny_cfg
 from solo_mixmask.config.pretrain import parse_pretrain_cfg
 from solo_mixmask.data.augmentations import adjust_hue, gaussian_blur
 from solo_mixmask.data.datasets import decode_image, scan_image_folder
