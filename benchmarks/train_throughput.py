@@ -17,8 +17,11 @@ Setup (close to ../shared/peers/solo-learn-cpu.md so the figures compare):
   MixMask's mixed batch, MoCo's shuffled keys), replayed on the same tensors with the same modules,
   grad-enabled calls then given a fixed dense random upstream gradient and one backward pass. No
   projector, predictor, loss, classifier, optimizer or EMA. ``bare (online)`` replays only the
-  grad-enabled calls: with two crops that is solo-learn's reference "bare backbone".
-- Overhead = (full - bare) / full per ABBA pair (full, bare, bare, full), median over pairs.
+  grad-enabled calls: with two crops that is solo-learn's reference "bare backbone" (measured below
+  width 1 only, to keep the run short).
+- Overhead = (full - bare) / full per round, median over rounds. Rounds interleave the full step (A),
+  the bare backbone (B) and, below width 1, the bare online backbone (C): ABCCBA then CBAABC; at
+  width 1 ABBA then BAAB.
 - MixMask cost: median step time of ``mixmask_X`` / ``X`` against the nominal count ratio (a forward
   counts 1, a forward+backward 3, per image) and against the measured bare-backbone ratio.
 - Mask generation + mixing: ``sample_masks`` + ``permutation`` + ``mix`` with the config's settings at
@@ -167,27 +170,31 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - t
 
 
-def bench_method(cfg: Any, batches: list[list[Any]], pairs: int, warmup: int) -> dict:
-    """ABCCBA rounds of full step (A), bare backbone (B) and bare online backbone (C)."""
+def bench_method(cfg: Any, batches: list[list[Any]], pairs: int, warmup: int,
+                 online: bool) -> dict:
+    """Rounds of full step (A) and bare backbone (B), and with ``online`` the bare online backbone
+    (C): ABCCBA / CBAABC, else ABBA / BAAB. The step that records the backbone calls warms up."""
     run = Runner(cfg, batches)
     for _ in range(warmup):
         run.step()
     run.record_backbone_calls()
     run.bare()
-    full, bare, online = [], [], []
+    fns = {"A": run.step, "B": run.bare, "C": lambda: run.bare(online_only=True)}
+    full, bare, bare_online = [], [], []
     for p in range(pairs):
-        order = "ABCCBA" if p % 2 == 0 else "CBAABC"
+        order = ("ABCCBA" if p % 2 == 0 else "CBAABC") if online else (
+            "ABBA" if p % 2 == 0 else "BAAB")
         got: dict[str, list[float]] = {"A": [], "B": [], "C": []}
         for k in order:
-            fn = {"A": run.step, "B": run.bare, "C": lambda: run.bare(online_only=True)}[k]
-            got[k].append(timed(fn))
+            got[k].append(timed(fns[k]))
         full.append(statistics.mean(got["A"]))
         bare.append(statistics.mean(got["B"]))
-        online.append(statistics.mean(got["C"]))
-    overhead = [(f - b) / f for f, b in zip(full, bare)]
-    return {"full": full, "bare": bare, "bare_online": online, "overhead": overhead,
-            "units": run.units(), "batch": len(batches[0][0]),
-            "full_over_online": [f / o for f, o in zip(full, online)]}
+        if online:
+            bare_online.append(statistics.mean(got["C"]))
+    return {"full": full, "bare": bare, "bare_online": bare_online,
+            "overhead": [(f - b) / f for f, b in zip(full, bare)],
+            "full_over_online": [f / o for f, o in zip(full, bare_online)],
+            "units": run.units(), "batch": len(batches[0][0])}
 
 
 def mask_share(cfg: Any, batch: Any, steps: int) -> dict:
@@ -264,9 +271,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS + [f"mixmask_{m}" for m in METHODS]))
     ap.add_argument("--widths", default="0.25,1")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--pairs", type=int, default=3, help="ABCCBA rounds at width < 1")
-    ap.add_argument("--pairs-1x", type=int, default=1, help="ABCCBA rounds at width 1")
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=2, help="ABCCBA rounds at width < 1")
+    ap.add_argument("--pairs-1x", type=int, default=1, help="ABBA rounds at width 1")
+    ap.add_argument("--warmup", type=int, default=2, help="extra warm-up steps at width < 1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-channels-last", action="store_true",
                     help="contiguous NCHW instead of the engine's default channels_last")
@@ -299,13 +306,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         pairs = args.pairs if width < 1 else args.pairs_1x
         for method in methods:
             cfg = build_cfg(method, width, args.batch, str(root), not args.no_channels_last)
-            r = bench_method(cfg, batches, pairs, args.warmup if width < 1 else 1)
+            r = bench_method(cfg, batches, pairs, args.warmup if width < 1 else 0, width < 1)
             r.update(method=method, width=width, load=os.getloadavg()[0])
             results["steps"][f"{method}@{width}"] = r
             print(f"  w={width:<4} {method:20s} step {_med(r['full']):6.3f} s  "
                   f"{args.batch / _med(r['full']):7.1f} img/s  bare {_med(r['bare']):6.3f} s  "
                   f"overhead {100 * _med(r['overhead']):5.1f}%  full/online "
-                  f"{_med(r['full_over_online']):.2f}", flush=True)
+                  f"{_med(r['full_over_online'] or [float('nan')]):.2f}", flush=True)
 
     if not args.skip_loader and 0.25 in widths:
         cfg = build_cfg("mocov2plus", 0.25, args.batch, str(root), not args.no_channels_last)
@@ -336,7 +343,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"| {r['width']} | {r['method']} | {_med(f):.3f} [{min(f):.3f}-{max(f):.3f}] | "
               f"{r['batch'] / _med(f):.1f} | {_med(r['bare']):.3f} | "
               f"{100 * _med(o):.1f}% [{100 * min(o):.1f}-{100 * max(o):.1f}] | "
-              f"{_med(r['full_over_online']):.2f} |")
+              f"{_med(r['full_over_online'] or [float('nan')]):.2f} |")
     print("\n| width | method | MixMask / vanilla step | nominal fwd+bwd ratio | bare-backbone "
           "ratio | step ratio / nominal |")
     print("|---|---|---|---|---|---|")
