@@ -25,6 +25,7 @@ lie in --wheels (default ``.whl/``), they are installed from there into ``.whl/s
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -245,6 +246,7 @@ def train_speed(cfg: Any, batches: list, steps: int, warmup: int, device: str) -
                 torch.cuda.synchronize()
             self.ends.append(time.perf_counter())
 
+    gc.collect()  # the previous method's model and trainer must not count in this peak
     pl.seed_everything(0, verbose=False)
     model = METHODS[cfg.method](cfg)
     if model.channels_last:
