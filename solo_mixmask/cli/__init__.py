@@ -17,7 +17,7 @@ from ..errors import SoloMixMaskError, one_line
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("solo_mixmask.cli.quickstart",
-                   "pretrain MixMask-MoCo on bundled digit images and compare KNN accuracy"),
+                   "pretrain MixMask-SimCLR on bundled digit images and compare KNN accuracy"),
     "pretrain": ("solo_mixmask.cli.pretrain", "self-supervised pretraining from a config"),
     "knn": ("solo_mixmask.cli.evaluate", "weighted KNN accuracy of a checkpoint"),
     "linear": ("solo_mixmask.cli.evaluate", "linear evaluation of a frozen backbone"),

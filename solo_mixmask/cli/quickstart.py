@@ -1,6 +1,6 @@
 """``solo-mixmask quickstart``: the main job, offline, on an embedded default.
 
-Pretrains MixMask-MoCo v2 on scikit-learn's bundled digit scans (real images, no download), then
+Pretrains MixMask-SimCLR on scikit-learn's bundled digit scans (real images, no download), then
 prints the KNN accuracy of the trained backbone next to that of the same backbone untrained.
 """
 

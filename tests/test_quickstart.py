@@ -1,0 +1,29 @@
+"""The README's first command: the quickstart trains on bundled real digits and reports KNN."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from solo_mixmask.cli import main
+
+
+@pytest.mark.slow
+def test_quickstart_default_beats_the_untrained_backbone(tmp_path, capsys):
+    code = main(["quickstart", "--out", str(tmp_path), "+enable_progress_bar=false"])
+    out = capsys.readouterr().out
+    assert code == 0
+    untrained = float(re.search(r"untrained backbone:\s+([\d.]+)%", out).group(1))
+    trained = float(re.search(r"after 30 epochs of mixmask_simclr:\s+([\d.]+)%", out).group(1))
+    assert trained > untrained + 1.0
+    assert list((tmp_path / "trained_models" / "mixmask_simclr").glob("*/*-ep=29.ckpt"))
+    assert len(list((tmp_path / "digits-16px" / "train").rglob("*.png"))) > 1000
+
+
+def test_quickstart_takes_overrides(tmp_path, capsys):
+    code = main(["quickstart", "--out", str(tmp_path), "--epochs", "1", "--method", "simsiam",
+                 "+method_kwargs.pred_hidden_dim=32", "optimizer.lr=0.05",
+                 "+enable_progress_bar=false"])
+    assert code == 0
+    assert "after 1 epochs of simsiam" in capsys.readouterr().out
