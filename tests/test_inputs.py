@@ -52,6 +52,19 @@ def test_bad_config_gives_one_line_error(override, message, cifar_train, tmp_pat
     assert not (tmp_path / "trained_models").exists()  # nothing written by a failed start
 
 
+@pytest.mark.parametrize("package,override", [("tensorboard", "+tensorboard.enabled=true"),
+                                              ("wandb", "wandb.enabled=true")])
+def test_optional_logger_without_its_package(package, override, cifar_train, tmp_path, capsys):
+    from importlib.util import find_spec
+
+    if find_spec(package):
+        pytest.skip(f"{package} is installed here")
+    cfg = tiny_cfg("byol", cifar_train, tmp_path, wandb__enabled=False)
+    code, err = run_cli(cfg, tmp_path, capsys, override)
+    assert code == 2 and f"needs the {package} package" in err
+    assert not (tmp_path / "trained_models").exists()
+
+
 def test_empty_data_path(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     cfg = tiny_cfg("byol", tmp_path / "empty", tmp_path)

@@ -71,9 +71,22 @@ def _loggers(cfg: DictConfig, run_dir: Path) -> list:
     return loggers
 
 
+def _check_loggers(cfg: DictConfig) -> None:
+    """Optional loggers need their packages; say so before anything is written."""
+    from importlib.util import find_spec
+
+    if bool(select(cfg, "tensorboard.enabled", False)) and not (
+            find_spec("tensorboard") or find_spec("tensorboardX")):
+        raise ConfigError("tensorboard.enabled=true needs the tensorboard package "
+                          "(pip install tensorboard)")
+    if bool(select(cfg, "wandb.enabled", False)) and not find_spec("wandb"):
+        raise ConfigError("wandb.enabled=true needs the wandb package (pip install wandb)")
+
+
 def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Optional[Any]]:
     """Parses the config and builds the loaders (all input checks happen here)."""
     cfg = parse_pretrain_cfg(cfg)
+    _check_loggers(cfg)
     if cfg.data.dataset == "custom" and select(cfg, "data.num_classes") is None:
         cfg.data.num_classes = count_classes(cfg)
     gpu = uses_gpu(cfg)
