@@ -74,6 +74,17 @@ def _check_augmentations(cfg: DictConfig) -> None:
     cfg.data.num_small_crops = small
 
 
+def check_optimizer(cfg: DictConfig, min_batch: int = 1) -> None:
+    """A known optimizer name (normalised to lower case) and a usable batch size."""
+    name = str(require(cfg, "optimizer.name")).lower()
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}: choose one of {list(OPTIMIZERS)}")
+    cfg.optimizer.name = name
+    batch_size = int(require(cfg, "optimizer.batch_size"))
+    if batch_size < min_batch:
+        raise ConfigError(f"optimizer.batch_size={batch_size} must be at least {min_batch}")
+
+
 def parse_pretrain_cfg(cfg: DictConfig) -> DictConfig:
     """Fills solo-learn's defaults, scales the learning rates and validates the config."""
     from ..methods import METHODS
@@ -115,13 +126,8 @@ def parse_pretrain_cfg(cfg: DictConfig) -> DictConfig:
     _check_augmentations(cfg)
 
     # optimisation
-    name = str(require(cfg, "optimizer.name")).lower()
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r}: choose one of {list(OPTIMIZERS)}")
-    cfg.optimizer.name = name
-    batch_size = int(require(cfg, "optimizer.batch_size"))
-    if batch_size < 2:
-        raise ConfigError(f"optimizer.batch_size={batch_size} must be at least 2")
+    check_optimizer(cfg, min_batch=2)
+    name, batch_size = cfg.optimizer.name, int(cfg.optimizer.batch_size)
     require(cfg, "optimizer.lr")
     _default(cfg, "optimizer.classifier_lr", 0.1)
     _default(cfg, "optimizer.weight_decay", 0.0)

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ..config.loading import select
-from ..config.pretrain import OPTIMIZERS, require, world_size
+from ..config.pretrain import check_optimizer, require, world_size
 from ..data.augmentations import build_eval_transform, build_linear_train_transform
 from ..data.info import DATASETS, canonical_dataset
 from ..errors import CheckpointError, ConfigError, DataError
@@ -76,13 +76,8 @@ def _parse_data(cfg: DictConfig) -> None:
 
 
 def _parse_optimisation(cfg: DictConfig) -> None:
-    name = str(require(cfg, "optimizer.name")).lower()
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r}: choose one of {list(OPTIMIZERS)}")
-    cfg.optimizer.name = name
-    batch_size = int(require(cfg, "optimizer.batch_size"))
-    if batch_size < 1:
-        raise ConfigError(f"optimizer.batch_size={batch_size} must be positive")
+    check_optimizer(cfg, min_batch=1)
+    name = cfg.optimizer.name
     lr = float(require(cfg, "optimizer.lr"))
     if not math.isfinite(lr) or lr <= 0:
         raise ConfigError(f"optimizer.lr={lr} must be a positive number")
