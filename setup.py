@@ -30,6 +30,8 @@ setup(
         "timm>=0.9",
         "numpy",
         "pillow",
+        "pyyaml",  # the zoo manifest
+        "tqdm",  # download progress bars
         # The quickstart trains on scikit-learn's bundled 8x8 digits: real images, no download.
         "scikit-learn",
         # Figures of `report` and `show-masks`.
