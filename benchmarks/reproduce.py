@@ -141,28 +141,31 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
     work, results = Path(args.work), Path(args.results)
     train, test = prepare_data(plan.data, work / "data")
     cfg = pretrain_config(plan, method, variant, seed, train, test, work, args.overrides)
+    label = args.label or variant  # the row of the report's table
     command = " ".join([f"python benchmarks/reproduce.py --method {method} --variant {variant} "
-                        f"--seed {seed}", *args.overrides]).strip()
+                        f"--seed {seed}", *([f"--label {args.label}"] if args.label else []),
+                        *args.overrides]).strip()
     start = time.time()
     result = pretrain(cfg)
     wall = time.time() - start
     extra = {"wall_time_s": round(wall, 1), "machine": machine(), "commit": commit(),
              "train_images": len(list(Path(train).rglob("*.jpg"))),
              "threads": torch.get_num_threads(), "seed": seed}
-    kept = f"runs/{method}-{variant}-s{seed}"  # logs kept beside the records, relative to them
+    epochs = int(cfg.max_epochs)
+    kept = f"runs/{method}-{label}-{epochs}ep-s{seed}"  # logs kept beside the records, relative to them
     record = record_from_run(result.run_dir)
     record["settings"].update(extra)
-    record.update(command=command, variant=variant, run_dir=kept)
+    record.update(command=command, variant=label, run_dir=kept)
     knn_path = write_record(record, results)
     linear = run_linear(linear_config(plan, result.checkpoint, train, test, results, work),
                         command=command + "  (linear probe on frozen features)")
     if linear.record_path is not None:
         rec = json.loads(Path(linear.record_path).read_text())
-        rec.update(variant=variant, run_dir=kept)
+        rec.update(variant=label, run_dir=kept)
         rec["settings"].update(extra)
         Path(linear.record_path).write_text(json.dumps(rec, indent=2) + "\n")
     keep_logs(result.run_dir, results / kept)
-    summary = {"method": method, "variant": variant, "seed": seed,
+    summary = {"method": method, "variant": label, "seed": seed, "epochs": epochs,
                "knn_top1": record["metrics"]["acc1"], "linear_top1": linear.metrics["acc1"],
                "wall_time_min": round(wall / 60, 1), "knn_record": str(knn_path)}
     print(json.dumps(summary), flush=True)
@@ -177,6 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, nargs="+", default=[0])
     p.add_argument("--results", default=str(REPO / "docs" / "results"))
     p.add_argument("--work", default=str(Path.home() / ".cache" / "solo-mixmask" / "reproduce"))
+    p.add_argument("--label", default=None,
+                   help="row name in the report for a modified variant (e.g. mixmask-grid4)")
     p.add_argument("overrides", nargs="*", help="pretraining config overrides, key=value")
     args = p.parse_args(argv)
     plan = OmegaConf.load(args.config)
