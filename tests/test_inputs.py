@@ -128,6 +128,17 @@ def test_failed_start_leaves_existing_runs_untouched(cifar_train, tmp_path, caps
     assert after == before
 
 
+def test_resume_from_a_truncated_checkpoint(cifar_train, tmp_path, capsys):
+    cfg = tiny_cfg("byol", cifar_train, tmp_path, limit_train_batches=1)
+    result = pretrain(cfg, trainer_kwargs={"logger": False})
+    torn = tmp_path / "torn.ckpt"
+    torn.write_bytes(result.checkpoint.read_bytes()[:5000])
+    code, err = run_cli(cfg, tmp_path, capsys, f"+resume_from_checkpoint={torn}")
+    assert code == 2 and f"{torn} is not a complete checkpoint" in err
+    code, err = run_cli(cfg, tmp_path, capsys, "+resume_from_checkpoint=/nope.ckpt")
+    assert code == 2 and "no such file: /nope.ckpt" in err
+
+
 def test_one_line_unwraps_worker_errors():
     wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback "
                         "(most recent call last):\n  File \"x.py\", line 1\n"

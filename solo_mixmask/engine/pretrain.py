@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -49,6 +50,9 @@ def _resume_path(cfg: DictConfig) -> Optional[Path]:
         path = Path(str(explicit))
         if not path.is_file():
             raise CheckpointError(f"resume_from_checkpoint: no such file: {path}")
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a torn file is not one
+            raise CheckpointError(f"resume_from_checkpoint: {path} is not a complete checkpoint "
+                                  "(truncated or not written by torch.save)")
         return path
     if bool(cfg.auto_resume.enabled):
         root = Path(cfg.checkpoint.dir) / cfg.method
