@@ -2,11 +2,11 @@
 vs MixMask*) at small scale on real CIFAR-10 images, and record the results.
 
     python benchmarks/reproduce.py --method mocov2plus --variant vanilla mixmask erase --seed 0
-    solo-mixmask report docs/results
+    solo-mixmask report docs/results/cifar10-subset
 
 Every run pretrains with the budget of ``benchmarks/reproduce.yaml``, logs KNN top-1 (k=200,
 T=0.1, clean train bank) on the test split every few epochs, then trains a linear probe on frozen
-features of the final backbone. It appends to ``--results`` (default ``docs/results``): a ``knn``
+features of the final backbone. It appends to ``--results`` (default ``docs/results/cifar10-subset``): a ``knn``
 and a ``linear`` record (JSON), and the run's args.json and CSV logs (for the curves); checkpoints
 stay in ``--work``. Extra ``key=value`` arguments override the pretraining config.
 """
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--method", nargs="+", default=["mocov2plus"])
     p.add_argument("--variant", nargs="+", default=["vanilla", "mixmask", "erase"])
     p.add_argument("--seed", type=int, nargs="+", default=[0])
-    p.add_argument("--results", default=str(REPO / "docs" / "results"))
+    p.add_argument("--results", default=str(REPO / "docs" / "results" / "cifar10-subset"))
     p.add_argument("--work", default=str(Path.home() / ".cache" / "solo-mixmask" / "reproduce"))
     p.add_argument("--label", default=None,
                    help="row name in the report for a modified variant (e.g. mixmask-grid4)")
