@@ -6,9 +6,10 @@ vs MixMask*) at small scale on real CIFAR-10 images, and record the results.
 
 Every run pretrains with the budget of ``benchmarks/reproduce.yaml``, logs KNN top-1 (k=200,
 T=0.1, clean train bank) on the test split every few epochs, then trains a linear probe on frozen
-features of the final backbone. It appends to ``--results`` (default ``docs/results/cifar10-subset``): a ``knn``
-and a ``linear`` record (JSON), and the run's args.json and CSV logs (for the curves); checkpoints
-stay in ``--work``. Extra ``key=value`` arguments override the pretraining config.
+features of the final backbone. It appends to ``--results`` (default
+``docs/results/cifar10-subset``): a ``knn`` and a ``linear`` record (JSON), and the run's args.json
+and CSV logs (for the curves); checkpoints stay in ``--work``. Extra ``key=value`` arguments override
+the pretraining config.
 """
 
 from __future__ import annotations
