@@ -13,7 +13,7 @@ from solo_mixmask.config import load_config
 from solo_mixmask.config.pretrain import parse_pretrain_cfg
 from solo_mixmask.errors import DataError
 from solo_mixmask.eval.records import SCHEMA, load_records, variant_of, write_record
-from solo_mixmask.eval.report import build_report, epoch_metrics, markdown_table
+from solo_mixmask.eval.report import Run, build_report, epoch_metrics, markdown_table, run_group
 
 CIFAR = REPO / "scripts/pretrain/cifar"
 
@@ -56,7 +56,7 @@ def test_table_has_the_shape_of_table_5():
                         "BYOL / Tiny-ImageNet (400 ep) |")
     assert [line.split("|")[1].strip() for line in lines[2:]] == [
         "Vanilla", "Un-Mix", "MixMask", "MixMask*"]
-    assert lines[4] == "| MixMask | **63.00 ± 0.71** | – |"  # two runs: mean ± std, the best
+    assert lines[4] == "| MixMask | **63.00 (62.50–63.50, n=2)** | – |"  # two seeds, the best
     assert lines[2] == "| Vanilla | 60.00 | 50.00 |"  # alone in its column: not bold
     with_erase = markdown_table(records + [record("erase", 59.0)]).splitlines()
     assert with_erase[-1] == "| Erase-based | 59.00 | – |"
@@ -110,3 +110,12 @@ def test_resumed_sessions_merge_epoch_by_epoch(tmp_path):
     report = build_report(tmp_path)  # no records, only the run's logs
     assert report.runs == 1 and report.figure_path.is_file()
     assert "MoCo v2 MixMask" in report.markdown
+
+
+def test_runs_that_differ_by_seed_share_a_colour(tmp_path):
+    names = ["mocov2plus-mixmask-50ep-s0", "mocov2plus-mixmask-50ep-s1",
+             "mocov2plus-vanilla-50ep-s0", "mocov2plus-mixmask-grid4-50ep-s0", "byol_seed12"]
+    groups = [run_group(Run(tmp_path / n, n)) for n in names]
+    assert groups[0] == groups[1]
+    assert len({groups[0], groups[2], groups[3]}) == 3
+    assert groups[4] == "byol"

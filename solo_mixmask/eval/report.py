@@ -116,19 +116,37 @@ def load_runs(paths: Iterable[Path]) -> list[Run]:
     return [r for r in runs if r.curves]
 
 
+def run_group(run: Run) -> str:
+    """Runs that differ only by their seed (a ``-s<N>`` or ``seed<N>`` suffix of the folder name)
+    share a group, hence a colour in the plot."""
+    return re.sub(r"[-_]?(s|seed)\d+$", "", run.path.name) or run.label
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
 def plot_curves(runs: Sequence[Run], out: str | os.PathLike) -> Path:
-    """KNN top-1 and training loss against epochs, one line per run, as a PNG."""
+    """KNN top-1 and training loss against epochs as a PNG: one colour per variant (group of
+    runs that differ by seed), one line style per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_knn, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    groups: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
-        for ax, columns in ((ax_knn, (KNN_COLUMN,)), (ax_loss, LOSS_COLUMNS)):
-            x, y = run.series(columns)
-            if x:
-                ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=run.label)
+        groups[run_group(run)].append(run)
+    colours = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    fig, (ax_knn, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for g, members in enumerate(groups.values()):
+        for i, run in enumerate(members):
+            style = {"color": colours[g % len(colours)],
+                     "linestyle": LINE_STYLES[i % len(LINE_STYLES)]}
+            for ax, columns in ((ax_knn, (KNN_COLUMN,)), (ax_loss, LOSS_COLUMNS)):
+                x, y = run.series(columns)
+                if x:
+                    ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3,
+                            label=run.label, **style)
     ax_knn.set(xlabel="epoch", ylabel="KNN top-1 (%)", title="KNN accuracy")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="Loss")
     for ax in (ax_knn, ax_loss):
@@ -176,14 +194,17 @@ def _column_label(col: tuple[str, str, str]) -> str:
 
 
 def _cell(values: list[float]) -> str:
+    """One run as its value; repeated runs (seeds) as the mean with the range and the count,
+    which with two or three seeds says more than a standard deviation."""
     if len(values) == 1:
         return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    return (f"{statistics.mean(values):.2f} ({min(values):.2f}–{max(values):.2f}, "
+            f"n={len(values)})")
 
 
 def markdown_table(records: Sequence[dict[str, Any]], metric: str = "acc1") -> str:
     """One Table-5-shaped markdown table: variants down, method / dataset / epochs across; the
-    best mean of each column in bold; repeated runs as mean ± std."""
+    best mean of each column in bold; repeated runs as mean (range, n)."""
     cells: dict[tuple[str, tuple[str, str, str]], list[float]] = defaultdict(list)
     for r in records:
         value = (r.get("metrics") or {}).get(metric)
