@@ -13,7 +13,14 @@ from solo_mixmask.config import load_config
 from solo_mixmask.config.pretrain import parse_pretrain_cfg
 from solo_mixmask.errors import DataError
 from solo_mixmask.eval.records import SCHEMA, load_records, variant_of, write_record
-from solo_mixmask.eval.report import Run, build_report, epoch_metrics, markdown_table, run_group
+from solo_mixmask.eval.report import (
+    Run,
+    build_report,
+    epoch_metrics,
+    markdown_table,
+    records_table,
+    run_group,
+)
 
 CIFAR = REPO / "scripts/pretrain/cifar"
 
@@ -119,3 +126,16 @@ def test_runs_that_differ_by_seed_share_a_colour(tmp_path):
     assert groups[0] == groups[1]
     assert len({groups[0], groups[2], groups[3]}) == 3
     assert groups[4] == "byol"
+
+
+def test_records_table_lists_every_run_with_its_provenance():
+    machine = "box: 2 cores, no GPU"
+    records = [record("mixmask", 62.5, seed=1, wall_time_s=600, commit="abc1234", machine=machine),
+               record("vanilla", 60.0, seed=0, wall_time_s=300, commit="abc1234", machine=machine),
+               record("mixmask", 63.5, seed=0, device="NVIDIA H200")]
+    lines = records_table(records).splitlines()
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:5]]
+    assert [(r[2], r[3], r[4], r[6]) for r in rows] == [
+        ("Vanilla", "0", "60.00", "5.0"), ("MixMask", "0", "63.50", "–"),
+        ("MixMask", "1", "62.50", "10.0")]
+    assert lines[-2:] == [f"Machine: {machine}", "Machine: NVIDIA H200"]

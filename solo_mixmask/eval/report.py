@@ -243,6 +243,37 @@ def render_tables(records: Sequence[dict[str, Any]], metric: str = "acc1") -> st
     return "\n".join(parts)
 
 
+def _minutes(seconds: Any) -> str:
+    return f"{float(seconds) / 60:.1f}" if isinstance(seconds, (int, float)) else "–"
+
+
+def records_table(records: Sequence[dict[str, Any]]) -> str:
+    """Every record on its own row, with where it came from (seed, wall time, commit, device), so a
+    reader can check each number behind a table cell; the machines are listed under the table."""
+    def order(r: dict[str, Any]) -> tuple:
+        s = r.get("settings") or {}
+        return (table_key(r), _method_order(str(r["method"])), str(r["dataset"]),
+                VARIANTS.index(r["variant"]) if r["variant"] in VARIANTS else len(VARIANTS),
+                str(r["variant"]), str(s.get("seed", "")), str(r.get("created", "")))
+
+    lines = ["| Protocol | Method / dataset | Variant | Seed | Top-1 | Top-5 | Run wall time (min) "
+             "| Commit |", "|---|---|---|---|---|---|---|---|"]
+    machines: list[str] = []
+    for r in sorted(records, key=order):
+        s = r.get("settings") or {}
+        m = r.get("metrics") or {}
+        top = [f"{m[k]:.2f}" if isinstance(m.get(k), (int, float)) else "–" for k in ("acc1", "acc5")]
+        lines.append(f"| {table_key(r)} | {_column_label(column_key(r))} "
+                     f"| {VARIANT_LABELS.get(r['variant'], r['variant'])} | {s.get('seed', '–')} "
+                     f"| {top[0]} | {top[1]} | {_minutes(s.get('wall_time_s'))} "
+                     f"| {s.get('commit', '–')} |")
+        where = s.get("machine") or s.get("device")
+        if where and where not in machines:
+            machines.append(str(where))
+    lines += [""] + [f"Machine: {m}" for m in machines]
+    return "\n".join(lines).rstrip()
+
+
 @dataclass
 class Report:
     markdown: str
@@ -275,6 +306,8 @@ def build_report(results_dir: str | os.PathLike, runs: Sequence[str | os.PathLik
     figure = plot_curves(loaded, out / "curves.png") if plot and loaded else None
     lines = ["# Results", ""]
     lines.append(render_tables(records, metric) if records else "No result records.")
+    if records:
+        lines += ["", "## Records", "", records_table(records)]
     if figure is not None:
         lines += ["", "## Training curves", "", f"![KNN accuracy and loss]({figure.name})", ""]
         lines += [f"- {r.label}: `{r.path}`" for r in loaded]
