@@ -20,6 +20,8 @@ lie in --wheels (default ``.whl/``), they are installed from there into ``.whl/s
     python benchmarks/gpu_step.py --data datasets/imagenette2-224px/train_200pc.npz
     python benchmarks/gpu_step.py --data PATH --device cpu --arch resnet18 --size 64 --batch 8 \\
         --steps 2 --data-batches 2 --precision 32          # a CPU smoke run
+    python benchmarks/gpu_step.py --data PATH --also +method_kwargs.bn_splits=1 \
+        --also +performance.compile=true     # suspects of a slow step, side by side in one run
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -206,7 +208,7 @@ def time_epochs(loader: Any, batches: int) -> float:
 
 
 # ------------------------------------------------------------------------------------- training
-def build_cfg(method: str, args: Any, root: Path) -> Any:
+def build_cfg(method: str, args: Any, root: Path, extra: Sequence[str] = ()) -> Any:
     from solo_mixmask.config.loading import load_config
     from solo_mixmask.config.pretrain import parse_pretrain_cfg
 
@@ -217,7 +219,7 @@ def build_cfg(method: str, args: Any, root: Path) -> Any:
                  f"accelerator={'gpu' if gpu else 'cpu'}", "devices=1",
                  f"precision={args.precision}", "+performance.channels_last=true",
                  f"data.num_workers={args.workers}", f"+dali.device={'gpu' if gpu else 'cpu'}",
-                 "checkpoint.enabled=false", "auto_resume.enabled=false"]
+                 "checkpoint.enabled=false", "auto_resume.enabled=false", *extra]
     cfg = load_config(str(REPO / "scripts" / "pretrain" / "imagenet"), name, overrides)
     for aug in cfg.augmentations:
         aug.crop_size = args.size
@@ -251,6 +253,8 @@ def train_speed(cfg: Any, batches: list, steps: int, warmup: int, device: str) -
     model = METHODS[cfg.method](cfg)
     if model.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if bool(cfg.performance.compile):  # as the engine does
+        model.backbone = torch.compile(model.backbone)
     timer = StepTimer()
     if device != "cpu":
         torch.cuda.empty_cache()
@@ -287,6 +291,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--skip-cpu-loader", action="store_true")
     ap.add_argument("--no-dali", action="store_true", help="use the torchvision decoder even when "
                     "DALI is installed")
+    ap.add_argument("--also", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                    help="another round of the methods with these config overrides, timed in the "
+                    "same run (e.g. +method_kwargs.bn_splits=1, +performance.compile=true)")
     args = ap.parse_args(argv)
 
     warnings.filterwarnings("ignore")
@@ -331,12 +338,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         del cpu_loader
     print(f"data: {json.dumps(out['data'])} ({out['decoder']})", flush=True)
 
-    # training
-    for method in methods:
-        cfg = cfg0 if method == methods[0] else build_cfg(method, args, root)
-        out["train"][method] = train_speed(cfg, batches, args.steps,
-                                           min(args.warmup, max(0, args.steps - 2)), device)
-        print(f"{method}: {json.dumps(out['train'][method])}", flush=True)
+    # training: the methods as configured, then once more per --also round
+    rounds = [[]] + [[o for o in also.split(",") if o] for also in args.also]
+    for extra in rounds:
+        for method in methods:
+            key = f"{method} [{','.join(extra)}]" if extra else method
+            cfg = cfg0 if not extra and method == methods[0] else build_cfg(method, args, root,
+                                                                          extra)
+            out["train"][key] = train_speed(cfg, batches, args.steps,
+                                            min(args.warmup, max(0, args.steps - 2)), device)
+            print(f"{key}: {json.dumps(out['train'][key])}", flush=True)
     out["total_s"] = time.perf_counter() - t_start
 
     print(f"\n{out['device']}, {args.arch} {args.size} px, batch {args.batch}, {args.precision}, "
@@ -349,9 +360,11 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"{out['data']['cpu_loader_img_s']:.0f} | |")
     for method, r in out["train"].items():
         print(f"| training: {method} | {r['img_s']:.0f} | {r['peak_gib']:.1f} |")
-    if len(out["train"]) == 2:
-        a, b = (out["train"][m]["step_s"] for m in methods)
-        print(f"| MixMask / vanilla step time | {b / a:.3f} | |")
+    if len(methods) == 2:
+        for extra in rounds:
+            tag = f" [{','.join(extra)}]" if extra else ""
+            a, b = (out["train"][m + tag]["step_s"] for m in methods)
+            print(f"| MixMask / vanilla step time{tag} | {b / a:.3f} | |")
     print(f"total {out['total_s']:.0f} s")
     if os.environ.get("OUT"):
         path = Path(os.environ["OUT"]) / "gpu_step.json"
