@@ -173,7 +173,11 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
     return summary
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """Options, plus ``key=value`` config overrides wherever they stand: after ``--seed 0`` an
+    override would otherwise be read as one more seed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(REPO / "benchmarks" / "reproduce.yaml"))
     p.add_argument("--method", nargs="+", default=["mocov2plus"])
@@ -184,12 +188,19 @@ def main(argv=None) -> int:
     p.add_argument("--label", default=None,
                    help="row name in the report for a modified variant (e.g. mixmask-grid4)")
     p.add_argument("overrides", nargs="*", help="pretraining config overrides, key=value")
-    args = p.parse_args(argv)
+    args = p.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
+    args.error = p.error
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     plan = OmegaConf.load(args.config)
     for method in args.method:
         for variant in args.variant:
             if variant not in plan.variants:
-                p.error(f"unknown variant {variant!r}: {list(plan.variants)}")
+                args.error(f"unknown variant {variant!r}: {list(plan.variants)}")
             for seed in args.seed:
                 run_one(plan, method, variant, seed, args)
     return 0

@@ -44,3 +44,10 @@ def test_unknown_variant_is_refused(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["--variant", "cutout"])
     assert "unknown variant 'cutout'" in capsys.readouterr().err
+
+
+def test_overrides_after_a_list_option_are_not_seeds():
+    args = reproduce.parse_args(["--variant", "vanilla", "mixmask", "--seed", "0", "1",
+                                 "max_epochs=100", "method_kwargs.mixmask.ratio=[0.3,0.7]"])
+    assert args.seed == [0, 1] and args.variant == ["vanilla", "mixmask"]
+    assert args.overrides == ["max_epochs=100", "method_kwargs.mixmask.ratio=[0.3,0.7]"]
