@@ -139,3 +139,9 @@ def test_records_table_lists_every_run_with_its_provenance():
         ("Vanilla", "0", "60.00", "5.0"), ("MixMask", "0", "63.50", "–"),
         ("MixMask", "1", "62.50", "10.0")]
     assert lines[-2:] == [f"Machine: {machine}", "Machine: NVIDIA H200"]
+
+
+def test_epoch_columns_are_in_numeric_order():
+    header = markdown_table([record("vanilla", 60.0, epochs=100),
+                             record("vanilla", 50.0, epochs=50)]).splitlines()[0]
+    assert header.index("(50 ep)") < header.index("(100 ep)")

@@ -187,6 +187,12 @@ def _method_order(method: str) -> int:
     return order.index(method) if method in order else len(order)
 
 
+def _column_order(col: tuple[str, str, str]) -> tuple[int, str, float]:
+    """Methods in the paper's order, then datasets, then epochs as numbers (50 before 100)."""
+    method, dataset, epochs = col
+    return (_method_order(method), dataset, float(epochs) if epochs.isdigit() else -1.0)
+
+
 def _column_label(col: tuple[str, str, str]) -> str:
     method, dataset, epochs = col
     label = f"{METHOD_LABELS.get(method, method)} / {DATASET_LABELS.get(dataset, dataset)}"
@@ -210,7 +216,7 @@ def markdown_table(records: Sequence[dict[str, Any]], metric: str = "acc1") -> s
         value = (r.get("metrics") or {}).get(metric)
         if value is not None:
             cells[(str(r["variant"]), column_key(r))].append(float(value))
-    columns = sorted({c for _, c in cells}, key=lambda c: (_method_order(c[0]), c[1], c[2]))
+    columns = sorted({c for _, c in cells}, key=_column_order)
     present = {v for v, _ in cells}
     rows = [v for v in VARIANTS if v in present or v != "erase"]
     rows += sorted(present - set(VARIANTS))
