@@ -258,7 +258,7 @@ def records_table(records: Sequence[dict[str, Any]]) -> str:
     reader can check each number behind a table cell; the machines are listed under the table."""
     def order(r: dict[str, Any]) -> tuple:
         s = r.get("settings") or {}
-        return (table_key(r), _method_order(str(r["method"])), str(r["dataset"]),
+        return (table_key(r), _column_order(column_key(r)),
                 VARIANTS.index(r["variant"]) if r["variant"] in VARIANTS else len(VARIANTS),
                 str(r["variant"]), str(s.get("seed", "")), str(r.get("created", "")))
 
