@@ -16,6 +16,8 @@ from solo_mixmask.eval.records import SCHEMA, load_records, variant_of, write_re
 from solo_mixmask.eval.report import (
     Run,
     build_report,
+    colour_key,
+    curve_panels,
     epoch_metrics,
     markdown_table,
     records_table,
@@ -126,6 +128,19 @@ def test_runs_that_differ_by_seed_share_a_colour(tmp_path):
     assert groups[0] == groups[1]
     assert len({groups[0], groups[2], groups[3]}) == 3
     assert groups[4] == "byol"
+
+
+def test_curves_have_a_row_per_method_and_a_colour_per_variant_across_rows(tmp_path):
+    named = [("byol-mixmask-50ep-s0", "byol"), ("mocov2plus-vanilla-50ep-s0", "mocov2plus"),
+             ("mocov2plus-mixmask-50ep-s0", "mocov2plus"), ("mocov2plus-mixmask-50ep-s1",
+                                                            "mocov2plus")]
+    runs = [Run(tmp_path / n, n, method=m) for n, m in named]
+    rows, colour_of = curve_panels(runs)
+    assert list(rows) == ["mocov2plus", "byol"]  # the tables' method order
+    assert sorted(len(members) for members in rows["mocov2plus"].values()) == [1, 2]
+    keys = [colour_key(r) for r in runs]
+    assert keys[0] == keys[2] == keys[3] != keys[1]
+    assert colour_of[keys[0]] != colour_of[keys[1]]
 
 
 def test_records_table_lists_every_run_with_its_provenance():

@@ -76,6 +76,7 @@ class Run:
     path: Path
     label: str
     curves: dict[str, dict[int, float]] = field(default_factory=dict)
+    method: str = ""
 
     def series(self, columns: Sequence[str]) -> tuple[list[int], list[float]]:
         for column in columns:
@@ -112,7 +113,8 @@ def find_runs(roots: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def load_runs(paths: Iterable[Path]) -> list[Run]:
-    runs = [Run(p, run_label(p), epoch_metrics(p)) for p in paths]
+    runs = [Run(p, run_label(p), epoch_metrics(p),
+                base_method((read_run_args(p) or {}).get("method", ""))) for p in paths]
     return [r for r in runs if r.curves]
 
 
@@ -125,38 +127,57 @@ def run_group(run: Run) -> str:
 LINE_STYLES = ("-", "--", ":", "-.")
 
 
+def colour_key(run: Run) -> str:
+    """The run's group without its method prefix, so that a variant keeps its colour in every
+    method's row (``byol-mixmask-50ep`` and ``mocov2plus-mixmask-50ep`` share one)."""
+    group = run_group(run)
+    prefix = f"{run.method}-"
+    return group[len(prefix):] if run.method and group.startswith(prefix) else group
+
+
+def curve_panels(runs: Sequence[Run]) -> tuple[dict[str, dict[str, list[Run]]], dict[str, int]]:
+    """Runs arranged for the plot: one row per method (in the tables' order), groups of seeds
+    within a row, and a colour index per variant shared across rows."""
+    rows: dict[str, dict[str, list[Run]]] = {}
+    for run in sorted(runs, key=lambda r: (_method_order(r.method), r.method)):
+        rows.setdefault(run.method, defaultdict(list))[run_group(run)].append(run)
+    keys = sorted({colour_key(run) for run in runs})
+    return rows, {k: i for i, k in enumerate(keys)}
+
+
 def plot_curves(runs: Sequence[Run], out: str | os.PathLike) -> Path:
-    """KNN top-1 and training loss against epochs as a PNG: one colour per variant (group of
-    runs that differ by seed), one line style per seed."""
+    """KNN top-1 and training loss against epochs as a PNG: one row per method, one colour per
+    variant (group of runs that differ by seed), one line style per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups: dict[str, list[Run]] = defaultdict(list)
-    for run in runs:
-        groups[run_group(run)].append(run)
+    rows, colour_of = curve_panels(runs)
     colours = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    fig, (ax_knn, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    for g, members in enumerate(groups.values()):
-        for i, run in enumerate(members):
-            style = {"color": colours[g % len(colours)],
-                     "linestyle": LINE_STYLES[i % len(LINE_STYLES)]}
-            for ax, columns in ((ax_knn, (KNN_COLUMN,)), (ax_loss, LOSS_COLUMNS)):
-                x, y = run.series(columns)
-                if x:
-                    ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3,
-                            label=run.label, **style)
-    ax_knn.set(xlabel="epoch", ylabel="KNN top-1 (%)", title="KNN accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Loss")
-    for ax in (ax_knn, ax_loss):
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    fig, axes = plt.subplots(max(len(rows), 1), 2, figsize=(14, 3.8 * max(len(rows), 1)),
+                             squeeze=False)
+    for (ax_knn, ax_loss), (method, groups) in zip(axes, rows.items()):
+        for members in groups.values():
+            for i, run in enumerate(members):
+                style = {"color": colours[colour_of[colour_key(run)] % len(colours)],
+                         "linestyle": LINE_STYLES[i % len(LINE_STYLES)]}
+                for ax, columns in ((ax_knn, (KNN_COLUMN,)), (ax_loss, LOSS_COLUMNS)):
+                    x, y = run.series(columns)
+                    if x:
+                        ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3,
+                                label=run.label, **style)
+        name = METHOD_LABELS.get(method, method) if method else "runs"
+        ax_knn.set(xlabel="epoch", ylabel="KNN top-1 (%)", title=f"{name}: KNN accuracy")
+        ax_loss.set(xlabel="epoch", ylabel="training loss", title=f"{name}: loss")
+        for ax in (ax_knn, ax_loss):
+            ax.grid(alpha=0.3)
+        if ax_loss.get_legend_handles_labels()[0]:
+            ax_loss.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
 
