@@ -66,13 +66,11 @@ def test_discrete_extreme_ratio_is_clamped():
 
 
 @pytest.mark.parametrize("grid", [2, 4, 8, 16])
-def test_blocked_never_overshoots_and_mostly_reaches_ratio(grid):
+def test_blocked_reaches_the_ratio_exactly(grid):
     rng = np.random.default_rng(2)
     want = round(0.5 * grid * grid)
     counts = np.array([blocked_grid(grid, 0.5, rng).sum() for _ in range(300)])
-    assert counts.max() <= want
-    assert counts.min() >= 1
-    assert (counts == want).mean() > 0.9
+    assert (counts == want).all()
 
 
 def test_blocked_masks_are_contiguous_blocks_unlike_discrete():
@@ -92,6 +90,32 @@ def test_blocked_rectangles_fill_a_two_by_two_grid_by_halves():
         m = blocked_grid(2, 0.5, rng)
         assert m.sum() == 2
         assert m.all(axis=0).any() or m.all(axis=1).any()  # a full row or a full column
+
+
+@pytest.mark.parametrize("ratio,cells", [(0.25, 1), (0.5, 2), (0.75, 3)])
+def test_blocked_two_by_two_keeps_every_reachable_number_of_cells(ratio, cells):
+    # 3 of 4 cells admit no single rectangle: the mask must still reach them, not come out empty
+    rng = np.random.default_rng(6)
+    counts = np.array([blocked_grid(2, ratio, rng).sum() for _ in range(300)])
+    assert (counts == cells).all()
+
+
+@pytest.mark.parametrize("grid", [2, 3, 4, 8])
+def test_blocked_keeps_exactly_the_target_at_any_ratio(grid):
+    rng = np.random.default_rng(7)
+    for ratio in np.linspace(0.02, 0.98, 25):
+        want = min(max(round(ratio * grid * grid), 1), grid * grid - 1)
+        counts = np.array([blocked_grid(grid, float(ratio), rng).sum() for _ in range(40)])
+        assert (counts == want).all(), (grid, ratio)
+
+
+def test_uniform_ratio_on_a_two_by_two_grid_spreads_lambda_around_a_half():
+    rng = np.random.default_rng(8)
+    lams = [float(sample_masks("blocked", 2, (0.3, 0.7), (32, 32), 1, False, rng)[1])
+            for _ in range(400)]
+    values, counts = np.unique(np.round(lams, 2), return_counts=True)
+    assert set(values) == {0.25, 0.5, 0.75}
+    assert abs(np.mean(lams) - 0.5) < 0.03
 
 
 @pytest.mark.parametrize("size", [32, 30, 224])

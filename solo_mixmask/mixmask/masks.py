@@ -22,41 +22,53 @@ def target_cells(ratio: float, grid: int) -> int:
     return int(round(ratio * grid * grid))
 
 
+def _place_rectangle(mask: np.ndarray, lo: int, left: int, rng: np.random.Generator,
+                     min_aspect: float, attempts: int) -> int:
+    """Sets one random rectangle of at least ``lo`` cells adding 1..``left`` new cells; returns
+    how many it added (0 when no try fitted)."""
+    grid = mask.shape[0]
+    log_lo, log_hi = math.log(min_aspect), math.log(1 / min_aspect)
+    for _ in range(attempts):
+        area = rng.uniform(lo, left)
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        h = min(grid, max(1, int(round(math.sqrt(area * aspect)))))
+        w = min(grid, max(1, int(round(math.sqrt(area / aspect)))))
+        if h * w < lo:  # rounding shrank the rectangle below the minimum
+            continue
+        top = int(rng.integers(0, grid - h + 1))
+        lft = int(rng.integers(0, grid - w + 1))
+        block = mask[top:top + h, lft:lft + w]
+        new = h * w - int(block.sum())
+        if 0 < new <= left:
+            block[...] = True
+            return new
+    return 0
+
+
 def blocked_grid(grid: int, ratio: float, rng: np.random.Generator, min_cells: int = 4,
                  min_aspect: float = 0.3, attempts: int = 10) -> np.ndarray:
-    """Sets ``round(ratio * grid^2)`` cells with random rectangles; may fall short.
+    """Sets ``round(ratio * grid^2)`` cells (at least one, never all) with random rectangles.
 
     Each rectangle has an area drawn uniformly between ``min_cells`` (capped by the cells still
     wanted) and the cells still wanted, a log-uniform aspect ratio in ``[min_aspect, 1/min_aspect]``,
     at least that minimum area after rounding to whole cells, and is accepted only if it adds
-    between 1 and the still-wanted number of new cells. A placement
-    gets ``attempts`` tries; generation stops at the first placement that adds nothing.
+    between 1 and the still-wanted number of new cells. When no such rectangle fits in
+    ``attempts`` tries (3 of 2x2 cells admit no rectangle of 3), smaller ones down to a single cell
+    are tried, then one free cell is taken directly, so the mask always keeps exactly the target
+    and lambda is the ratio the config asked for.
     """
     mask = np.zeros((grid, grid), dtype=bool)
-    want = target_cells(ratio, grid)
-    log_lo, log_hi = math.log(min_aspect), math.log(1 / min_aspect)
+    want = min(max(target_cells(ratio, grid), 1), grid * grid - 1)
     count = 0
     while count < want:
         left = want - count
         lo = min(min_cells, left)
-        added = 0
-        for _ in range(attempts):
-            area = rng.uniform(lo, left)
-            aspect = math.exp(rng.uniform(log_lo, log_hi))
-            h = min(grid, max(1, int(round(math.sqrt(area * aspect)))))
-            w = min(grid, max(1, int(round(math.sqrt(area / aspect)))))
-            if h * w < lo:  # rounding shrank the rectangle below the minimum
-                continue
-            top = int(rng.integers(0, grid - h + 1))
-            lft = int(rng.integers(0, grid - w + 1))
-            block = mask[top:top + h, lft:lft + w]
-            new = h * w - int(block.sum())
-            if 0 < new <= left:
-                block[...] = True
-                added = new
-                break
-        if added == 0:
-            break
+        added = _place_rectangle(mask, lo, left, rng, min_aspect, attempts)
+        if added == 0 and lo > 1:
+            added = _place_rectangle(mask, 1, left, rng, min_aspect, attempts)
+        if added == 0:  # random tries keep missing the few free cells: take one directly
+            mask.flat[int(rng.choice(np.flatnonzero(~mask)))] = True
+            added = 1
         count += added
     return mask
 
