@@ -87,8 +87,8 @@ class Run:
         return [], []
 
 
-def run_label(run_dir: Path) -> str:
-    args = read_run_args(run_dir) or {}
+def run_label(run_dir: Path, args: Optional[dict[str, Any]] = None) -> str:
+    args = (read_run_args(run_dir) or {}) if args is None else args
     method = METHOD_LABELS.get(base_method(args.get("method", "")), args.get("method", "?"))
     variant = VARIANT_LABELS.get(variant_of(args), "?") if args else "?"
     dataset = (args.get("data") or {}).get("dataset", "")
@@ -113,8 +113,11 @@ def find_runs(roots: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def load_runs(paths: Iterable[Path]) -> list[Run]:
-    runs = [Run(p, run_label(p), epoch_metrics(p),
-                base_method((read_run_args(p) or {}).get("method", ""))) for p in paths]
+    runs = []
+    for p in paths:
+        args = read_run_args(p) or {}
+        runs.append(Run(p, run_label(p, args), epoch_metrics(p),
+                        base_method(args.get("method", ""))))
     return [r for r in runs if r.curves]
 
 

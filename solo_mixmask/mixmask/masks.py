@@ -19,7 +19,8 @@ Ratio = Union[float, tuple[float, float]]
 
 
 def target_cells(ratio: float, grid: int) -> int:
-    return int(round(ratio * grid * grid))
+    """Cells that keep the main image: ``round(ratio * grid^2)``, never none and never all."""
+    return min(max(int(round(ratio * grid * grid)), 1), grid * grid - 1)
 
 
 def _place_rectangle(mask: np.ndarray, lo: int, left: int, rng: np.random.Generator,
@@ -58,7 +59,7 @@ def blocked_grid(grid: int, ratio: float, rng: np.random.Generator, min_cells: i
     and lambda is the ratio the config asked for.
     """
     mask = np.zeros((grid, grid), dtype=bool)
-    want = min(max(target_cells(ratio, grid), 1), grid * grid - 1)
+    want = target_cells(ratio, grid)
     count = 0
     while count < want:
         left = want - count
@@ -76,7 +77,7 @@ def blocked_grid(grid: int, ratio: float, rng: np.random.Generator, min_cells: i
 def discrete_grid(grid: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
     """Exactly ``round(ratio * grid^2)`` cells, uniformly at random, never none and never all."""
     cells = grid * grid
-    k = min(max(target_cells(ratio, grid), 1), cells - 1)
+    k = target_cells(ratio, grid)
     flat = np.zeros(cells, dtype=bool)
     flat[rng.choice(cells, size=k, replace=False)] = True
     return flat.reshape(grid, grid)
