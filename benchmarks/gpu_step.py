@@ -20,8 +20,13 @@ lie in --wheels (default ``.whl/``), they are installed from there into ``.whl/s
     python benchmarks/gpu_step.py --data datasets/imagenette2-224px/train_200pc.npz
     python benchmarks/gpu_step.py --data PATH --device cpu --arch resnet18 --size 64 --batch 8 \\
         --steps 2 --data-batches 2 --precision 32          # a CPU smoke run
-    python benchmarks/gpu_step.py --data PATH --also +method_kwargs.bn_splits=1 \
-        --also +performance.compile=true     # suspects of a slow step, side by side in one run
+    python benchmarks/gpu_step.py --data PATH --also split_bn=reshape \
+        --also +method_kwargs.bn_splits=1 --also +performance.compile=true --profile
+
+An ``--also`` round is a list of config overrides, plus one token of this script's own:
+``split_bn=reshape`` swaps the SplitBatchNorm layers for the classic single-call form (the batch
+reshaped to ``(N / s, C * s, H, W)``), which copies channels-last activations to NCHW; it is kept
+here as the before-and-after reference of the per-group form the package uses.
 """
 
 from __future__ import annotations
@@ -208,6 +213,74 @@ def time_epochs(loader: Any, batches: int) -> float:
 
 
 # ------------------------------------------------------------------------------------- training
+def reshape_split_bn(model: Any) -> int:
+    """Turns every SplitBatchNorm2d of ``model`` into the single-call reshape form; returns how many."""
+    import torch.nn.functional as nnf
+
+    from solo_mixmask.backbones import SplitBatchNorm2d
+
+    class ReshapeSplitBatchNorm2d(SplitBatchNorm2d):
+        def forward(self, x: Any) -> Any:
+            n, c, h, w = x.shape
+            s = self.num_splits
+            if not self.training or s <= 1:
+                return super().forward(x)
+            means, vars_ = self.running_mean.repeat(s), self.running_var.repeat(s)
+            out = nnf.batch_norm(x.reshape(n // s, c * s, h, w), means, vars_,
+                                 self.weight.repeat(s), self.bias.repeat(s), True,
+                                 self.momentum or 0.1, self.eps).reshape(n, c, h, w)
+            self.running_mean.copy_(means.view(s, c).mean(0))
+            self.running_var.copy_(vars_.view(s, c).mean(0))
+            return out
+
+    swapped = 0
+    for m in model.modules():
+        if type(m) is SplitBatchNorm2d:
+            m.__class__ = ReshapeSplitBatchNorm2d
+            swapped += 1
+    return swapped
+
+
+def profile_step(cfg: Any, batches: list, steps: int, device: str, top: int = 15) -> str:
+    """The kernels of ``steps`` training steps (after 3 unprofiled ones), by self device time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from solo_mixmask.methods import METHODS
+
+    model = METHODS[cfg.method](cfg).to(device)
+    if model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    bf16 = str(cfg.precision).startswith("bf16")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step(i: int) -> None:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = model.training_step(batches[i % len(batches)], i)  # self.log is a no-op here
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for i in range(3):
+        step(i)
+    sync()
+    cuda = device == "cuda"
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            step(i)
+        sync()
+    keys = ("self_device_time_total", "self_cuda_time_total") if cuda else ("self_cpu_time_total",)
+    for key in keys:
+        try:
+            return prof.key_averages().table(sort_by=key, row_limit=top,
+                                             max_name_column_width=70)
+        except (AttributeError, KeyError, ValueError):
+            continue
+    return prof.key_averages().table(row_limit=top)
+
+
 def build_cfg(method: str, args: Any, root: Path, extra: Sequence[str] = ()) -> Any:
     from solo_mixmask.config.loading import load_config
     from solo_mixmask.config.pretrain import parse_pretrain_cfg
@@ -226,7 +299,8 @@ def build_cfg(method: str, args: Any, root: Path, extra: Sequence[str] = ()) -> 
     return parse_pretrain_cfg(cfg)
 
 
-def train_speed(cfg: Any, batches: list, steps: int, warmup: int, device: str) -> dict:
+def train_speed(cfg: Any, batches: list, steps: int, warmup: int, device: str,
+                reshape_bn: bool = False) -> dict:
     import lightning.pytorch as pl
     import torch
 
@@ -251,6 +325,7 @@ def train_speed(cfg: Any, batches: list, steps: int, warmup: int, device: str) -
     gc.collect()  # the previous method's model and trainer must not count in this peak
     pl.seed_everything(0, verbose=False)
     model = METHODS[cfg.method](cfg)
+    swapped = reshape_split_bn(model) if reshape_bn else 0
     if model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if bool(cfg.performance.compile):  # as the engine does
@@ -268,8 +343,11 @@ def train_speed(cfg: Any, batches: list, steps: int, warmup: int, device: str) -
     gaps = [b - a for a, b in zip(timer.ends[warmup:], timer.ends[warmup + 1:])]
     step = statistics.median(gaps) if gaps else float("nan")
     peak = torch.cuda.max_memory_allocated() / 2**30 if device != "cpu" else float("nan")
-    return {"step_s": step, "img_s": len(batches[0][0]) / step, "peak_gib": peak,
-            "steps_timed": len(gaps)}
+    out = {"step_s": step, "img_s": len(batches[0][0]) / step, "peak_gib": peak,
+           "steps_timed": len(gaps), "bn_splits": int(cfg.method_kwargs.get("bn_splits", 1))}
+    if reshape_bn:
+        out["reshaped_split_bn_layers"] = swapped
+    return out
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -293,7 +371,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "DALI is installed")
     ap.add_argument("--also", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                     help="another round of the methods with these config overrides, timed in the "
-                    "same run (e.g. +method_kwargs.bn_splits=1, +performance.compile=true)")
+                    "same run (e.g. +method_kwargs.bn_splits=1, +performance.compile=true, or "
+                    "split_bn=reshape for the reshape form of SplitBatchNorm)")
+    ap.add_argument("--profile", action="store_true",
+                    help="print the top CUDA kernels of the last method's step (first round)")
     args = ap.parse_args(argv)
 
     warnings.filterwarnings("ignore")
@@ -338,16 +419,34 @@ def main(argv: Optional[list[str]] = None) -> int:
         del cpu_loader
     print(f"data: {json.dumps(out['data'])} ({out['decoder']})", flush=True)
 
+    def save() -> None:
+        if os.environ.get("OUT"):
+            (Path(os.environ["OUT"]) / "gpu_step.json").write_text(json.dumps(out, indent=1))
+
     # training: the methods as configured, then once more per --also round
     rounds = [[]] + [[o for o in also.split(",") if o] for also in args.also]
-    for extra in rounds:
+    for r, extra in enumerate(rounds):
+        reshape_bn = "split_bn=reshape" in extra
+        overrides = [o for o in extra if o != "split_bn=reshape"]
         for method in methods:
             key = f"{method} [{','.join(extra)}]" if extra else method
-            cfg = cfg0 if not extra and method == methods[0] else build_cfg(method, args, root,
-                                                                          extra)
-            out["train"][key] = train_speed(cfg, batches, args.steps,
-                                            min(args.warmup, max(0, args.steps - 2)), device)
+            try:
+                cfg = cfg0 if not extra and method == methods[0] else build_cfg(method, args, root,
+                                                                              overrides)
+                out["train"][key] = train_speed(cfg, batches, args.steps,
+                                                min(args.warmup, max(0, args.steps - 2)), device,
+                                                reshape_bn)
+            except Exception as err:  # one failing variant (e.g. compile) must not lose the rest
+                out["train"][key] = {"error": f"{type(err).__name__}: {err}"[:500],
+                                     "step_s": float("nan"), "img_s": float("nan"),
+                                     "peak_gib": float("nan")}
             print(f"{key}: {json.dumps(out['train'][key])}", flush=True)
+            save()
+        if r == 0 and args.profile:  # before the slow rounds (compile), so a time-out keeps it
+            table = profile_step(build_cfg(methods[-1], args, root), batches, 3, device)
+            out["profile"] = table
+            print(f"\nprofile of {methods[-1]}, 3 steps:\n{table}", flush=True)
+            save()
     out["total_s"] = time.perf_counter() - t_start
 
     print(f"\n{out['device']}, {args.arch} {args.size} px, batch {args.batch}, {args.precision}, "
@@ -366,10 +465,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             a, b = (out["train"][m + tag]["step_s"] for m in methods)
             print(f"| MixMask / vanilla step time{tag} | {b / a:.3f} | |")
     print(f"total {out['total_s']:.0f} s")
-    if os.environ.get("OUT"):
-        path = Path(os.environ["OUT"]) / "gpu_step.json"
-        path.write_text(json.dumps(out, indent=1))
-        print(f"wrote {path}")
+    save()
     return 0 if all(math.isfinite(r["step_s"]) for r in out["train"].values()) else 1
 
 

@@ -114,6 +114,24 @@ def test_moco_queue_is_unchanged_until_every_term_is_computed(cifar_train, tmp_p
     assert sims.max() < 0.9999
 
 
+@pytest.mark.parametrize("split_query", [False, True])
+def test_moco_splits_key_batchnorm_and_queries_only_when_asked(split_query, cifar_train, tmp_path):
+    from solo_mixmask.backbones import SplitBatchNorm2d
+
+    cfg = parse_pretrain_cfg(tiny_cfg("mocov2plus", cifar_train, tmp_path,
+                                      method_kwargs__split_query_bn=split_query))
+    model = METHODS[cfg.method](cfg)
+
+    def split_layers(net: torch.nn.Module) -> set[int]:
+        return {m.num_splits for m in net.modules() if isinstance(m, SplitBatchNorm2d)}
+
+    assert cfg.method_kwargs.bn_splits == 8  # one process, batch 32: auto splits in 8
+    assert split_layers(model.momentum_backbone) == {8}
+    assert split_layers(model.backbone) == ({8} if split_query else set())
+    # both encoders still hold the same weights and buffers under the same keys
+    assert model.backbone.state_dict().keys() == model.momentum_backbone.state_dict().keys()
+
+
 def test_variants_see_the_same_data_order_and_augmentations(cifar_train, tmp_path):
     """Same seed: vanilla, MixMask and erase-based runs get identical batches, epoch after epoch
     (the branches draw from their own generator, not from the data stream)."""

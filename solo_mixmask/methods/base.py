@@ -43,7 +43,7 @@ class BaseMethod(pl.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.kw = cfg.method_kwargs
-        self.backbone = self.build_backbone()
+        self.backbone = self.build_backbone(self.query_bn_splits)
         self.features_dim = int(self.backbone.num_features)
         self.num_classes = int(select(cfg, "data.num_classes", 1))
         self.classifier = nn.Linear(self.features_dim, self.num_classes)
@@ -81,16 +81,22 @@ class BaseMethod(pl.LightningModule):
     # ---------------------------------------------------------------- modules
     @property
     def bn_splits(self) -> int:
+        """SplitBatchNorm groups of the target (momentum) encoder; 1 is plain BatchNorm."""
         return 1
 
-    def build_backbone(self) -> nn.Module:
+    @property
+    def query_bn_splits(self) -> int:
+        """SplitBatchNorm groups of the online encoder."""
+        return 1
+
+    def build_backbone(self, bn_splits: int = 1) -> nn.Module:
         kwargs = dict(OmegaConf.to_container(self.cfg.backbone.kwargs, resolve=True) or {})
         name = str(self.cfg.backbone.name)
         stem = kwargs.pop("cifar_stem", "auto")
         if name in BACKBONES:
             if stem == "auto":
                 stem = int(self.cfg.augmentations[0].crop_size) <= 64
-            return create_backbone(name, cifar_stem=bool(stem), bn_splits=self.bn_splits, **kwargs)
+            return create_backbone(name, cifar_stem=bool(stem), bn_splits=bn_splits, **kwargs)
         return create_backbone(name, **kwargs)
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -253,7 +259,7 @@ class BaseMomentumMethod(BaseMethod):
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
-        self.momentum_backbone = self.build_backbone()
+        self.momentum_backbone = self.build_backbone(self.bn_splits)
         copy_params(self.backbone, self.momentum_backbone)
         self._last_step = -1
 

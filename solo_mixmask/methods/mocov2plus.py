@@ -2,9 +2,14 @@
 
 ``symmetric: true`` is solo-learn's MoCo v2+ (both crops are queries, one queue per crop);
 ``symmetric: false`` is the paper's MoCo v2 (query from crop 1, key from crop 2). ``proj_hidden_dim: 0``
-gives MoCo v1's linear projection. On one process, SplitBatchNorm (``bn_splits``) with keys shuffled
-across the splits stops BatchNorm from leaking batch information into the keys; across processes
-the keys are computed on a batch shuffled over all ranks (shuffle-BN).
+gives MoCo v1's linear projection. On one process, SplitBatchNorm (``bn_splits``) in the key encoder,
+with keys shuffled across the splits, stops BatchNorm from leaking batch information into the keys;
+across processes the keys are computed on a batch shuffled over all ranks (shuffle-BN).
+
+The query encoder keeps whole-batch BatchNorm on one process: the leak needs a query and its
+positive key to share batch statistics that other samples lack, and shuffled key groups already
+break that. Splitting the queries too (``split_query_bn: true``) copies the per-GPU query statistics
+of a multi-GPU run exactly, at about 1.5x the step time of ResNet-50 on one GPU (docs/speed.md).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from .heads import mlp
 class MoCoV2Plus(BaseMomentumMethod):
     required_kwargs = ("proj_output_dim", "queue_size", "temperature")
     default_kwargs = {"proj_hidden_dim": 2048, "symmetric": True, "bn_splits": "auto",
-                      "shuffle_bn": True}
+                      "split_query_bn": False, "shuffle_bn": True}
 
     @classmethod
     def add_and_assert_specific_cfg(cls, cfg: DictConfig) -> DictConfig:
@@ -71,6 +76,10 @@ class MoCoV2Plus(BaseMomentumMethod):
     @property
     def bn_splits(self) -> int:
         return int(select(self.cfg, "method_kwargs.bn_splits", 1))
+
+    @property
+    def query_bn_splits(self) -> int:
+        return self.bn_splits if bool(select(self.cfg, "method_kwargs.split_query_bn", False)) else 1
 
     @property
     def momentum_pairs(self):
