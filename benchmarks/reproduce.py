@@ -145,6 +145,7 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
     label = args.label or variant  # the row of the report's table
     command = " ".join([f"python benchmarks/reproduce.py --method {method} --variant {variant} "
                         f"--seed {seed}", *([f"--label {args.label}"] if args.label else []),
+                        *([f"--threads {args.threads}"] if args.threads else []),
                         *args.overrides]).strip()
     start = time.time()
     result = pretrain(cfg)
@@ -187,6 +188,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", default=str(Path.home() / ".cache" / "solo-mixmask" / "reproduce"))
     p.add_argument("--label", default=None,
                    help="row name in the report for a modified variant (e.g. mixmask-grid4)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for this process (default: torch's, i.e. OMP_NUM_THREADS "
+                   "or the core count); 1 each when two runs share 2 cores")
     p.add_argument("overrides", nargs="*", help="pretraining config overrides, key=value")
     args = p.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides
@@ -196,6 +200,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            args.error(f"--threads {args.threads}: give 1 or more")
+        import torch
+
+        torch.set_num_threads(args.threads)
     plan = OmegaConf.load(args.config)
     for method in args.method:
         for variant in args.variant:

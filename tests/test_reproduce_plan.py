@@ -51,3 +51,20 @@ def test_overrides_after_a_list_option_are_not_seeds():
                                  "max_epochs=100", "method_kwargs.mixmask.ratio=[0.3,0.7]"])
     assert args.seed == [0, 1] and args.variant == ["vanilla", "mixmask"]
     assert args.overrides == ["max_epochs=100", "method_kwargs.mixmask.ratio=[0.3,0.7]"]
+
+
+def test_threads_option_sets_torch_threads_and_refuses_zero(capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    args = reproduce.parse_args(["--seed", "1", "--threads", "1", "max_epochs=2"])
+    assert args.threads == 1 and args.seed == [1] and args.overrides == ["max_epochs=2"]
+    with pytest.raises(SystemExit):
+        reproduce.main(["--threads", "0"])
+    assert "--threads 0" in capsys.readouterr().err
+    try:
+        with pytest.raises(SystemExit):  # threads are set before the variant check refuses
+            reproduce.main(["--threads", "1", "--variant", "cutout"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
