@@ -213,6 +213,9 @@ def time_epochs(loader: Any, batches: int) -> float:
 
 
 # ------------------------------------------------------------------------------------- training
+RESHAPE_BN = "split_bn=reshape"  # an --also token of this script's own, not a config override
+
+
 def reshape_split_bn(model: Any) -> int:
     """Turns every SplitBatchNorm2d of ``model`` into the single-call reshape form; returns how many."""
     import torch.nn.functional as nnf
@@ -241,16 +244,26 @@ def reshape_split_bn(model: Any) -> int:
     return swapped
 
 
+def build_model(cfg: Any, reshape_bn: bool = False) -> tuple[Any, int]:
+    """The method as the engine builds it (channels-last when configured), and how many
+    SplitBatchNorm layers took the reshape form."""
+    import torch
+
+    from solo_mixmask.methods import METHODS
+
+    model = METHODS[cfg.method](cfg)
+    swapped = reshape_split_bn(model) if reshape_bn else 0
+    if model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, swapped
+
+
 def profile_step(cfg: Any, batches: list, steps: int, device: str, top: int = 15) -> str:
     """The kernels of ``steps`` training steps (after 3 unprofiled ones), by self device time."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from solo_mixmask.methods import METHODS
-
-    model = METHODS[cfg.method](cfg).to(device)
-    if model.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(cfg)[0].to(device)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     bf16 = str(cfg.precision).startswith("bf16")
@@ -304,8 +317,6 @@ def train_speed(cfg: Any, batches: list, steps: int, warmup: int, device: str,
     import lightning.pytorch as pl
     import torch
 
-    from solo_mixmask.methods import METHODS
-
     class Cycle:
         def __len__(self) -> int:
             return steps
@@ -324,10 +335,7 @@ def train_speed(cfg: Any, batches: list, steps: int, warmup: int, device: str,
 
     gc.collect()  # the previous method's model and trainer must not count in this peak
     pl.seed_everything(0, verbose=False)
-    model = METHODS[cfg.method](cfg)
-    swapped = reshape_split_bn(model) if reshape_bn else 0
-    if model.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, swapped = build_model(cfg, reshape_bn)
     if bool(cfg.performance.compile):  # as the engine does
         model.backbone = torch.compile(model.backbone)
     timer = StepTimer()
@@ -426,8 +434,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     # training: the methods as configured, then once more per --also round
     rounds = [[]] + [[o for o in also.split(",") if o] for also in args.also]
     for r, extra in enumerate(rounds):
-        reshape_bn = "split_bn=reshape" in extra
-        overrides = [o for o in extra if o != "split_bn=reshape"]
+        reshape_bn = RESHAPE_BN in extra
+        overrides = [o for o in extra if o != RESHAPE_BN]
         for method in methods:
             key = f"{method} [{','.join(extra)}]" if extra else method
             try:
