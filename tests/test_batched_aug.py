@@ -1,0 +1,502 @@
+"""Batched crop recipes (``solo_mixmask.data.batched``) on real images.
+
+Checked against torchvision.transforms.v2.functional op by op with fixed per-sample parameters, and
+against the per-image recipe (``augmentations.build_crop_transform``) in distribution. Images: real
+CIFAR-10 JPEGs (32 px) and Imagenette (224 px) from the shared data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from conftest import REPO, data_file
+from solo_mixmask.data import batched as B
+from solo_mixmask.data.augmentations import blur_kernel, build_crop_transform
+from solo_mixmask.data.info import DATASETS
+from solo_mixmask.data.npz import load_npz
+from solo_mixmask.errors import ConfigError
+
+pytestmark = pytest.mark.data
+
+MEAN, STD = DATASETS["cifar10"].mean, DATASETS["cifar10"].std
+AUG_DIR = REPO / "scripts" / "pretrain" / "cifar" / "augmentations"
+N_DRAWS = 4000  # draws per distribution check
+Z = 4.5  # tolerance in standard errors: a false alarm about once in 150,000 checks
+
+
+def _decode(relative: str, count: int) -> torch.Tensor:
+    """``count`` real images spread over the file, as one uint8 (N, 3, H, W) batch."""
+    z = load_npz(data_file(relative))
+    jpeg, offsets = z["jpeg"], z["offsets"]
+    picks = np.linspace(0, len(offsets) - 2, count).astype(np.int64)
+    data = [torch.from_numpy(jpeg[offsets[i]:offsets[i + 1]].copy()) for i in picks]
+    return torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))  # some Imagenette JPEGs are gray
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread for this module: its ops are many and small, and on a shared machine
+    every parallel region waits for a descheduled second thread (5-10x slower than one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cifar() -> torch.Tensor:
+    return _decode("cifar10-jpeg/train.npz", 400)
+
+
+@pytest.fixture(scope="module")
+def imagenette() -> torch.Tensor:
+    return _decode("imagenette2-224px/train_200pc.npz", 12)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def assert_levels(got: torch.Tensor, ref: torch.Tensor, max_frac: float = 1e-3) -> None:
+    """Within one grey level everywhere, and off by one on at most ``max_frac`` of the values.
+
+    The second bound matters: a wrong rounding mode (round vs truncate) stays within one level but
+    is off on a large fraction of pixels.
+    """
+    diff = (got.to(torch.float32) - ref.to(torch.float32)).abs()
+    assert diff.max().item() <= 1.0, f"max difference {diff.max().item()} grey levels"
+    frac = (diff > 0).float().mean().item()
+    assert frac <= max_frac, f"{frac:.2e} of values differ by one level"
+
+
+def per_image(imgs: torch.Tensor, fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+    return torch.stack([fn(img, *(float(a[i]) for a in args)) for i, img in enumerate(imgs)])
+
+
+def denorm(x: torch.Tensor) -> torch.Tensor:
+    """Normalised crops back to grey levels (exact: the normalisation error is ~1e-5 of a level)."""
+    m = torch.tensor(MEAN).view(1, 3, 1, 1)
+    s = torch.tensor(STD).view(1, 3, 1, 1)
+    return ((x * s + m) * 255.0).round()
+
+
+def aug_cfg(**over):
+    """A CIFAR crop recipe with every random op off, then ``over`` (dotted keys) applied."""
+    cfg = OmegaConf.create({
+        "rrc": {"enabled": True, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
+        "color_jitter": {"prob": 0.0, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2,
+                         "hue": 0.1},
+        "grayscale": {"prob": 0.0}, "gaussian_blur": {"prob": 0.0}, "solarization": {"prob": 0.0},
+        "equalization": {"prob": 0.0}, "horizontal_flip": {"prob": 0.0},
+        "crop_size": 32, "num_crops": 1,
+    })
+    for key, value in over.items():
+        OmegaConf.update(cfg, key.replace("__", "."), value, force_add=True)
+    return cfg
+
+
+# ------------------------------------------------------------------ 1. per op, fixed parameters
+SPECIAL_BOXES_32 = [  # [top, left, h, w]: whole image, corners, edges, 1-px strips, tiny boxes
+    [0, 0, 32, 32], [0, 0, 5, 3], [27, 29, 5, 3], [0, 31, 32, 1], [31, 0, 1, 32], [0, 0, 2, 2],
+    [10, 0, 12, 32], [0, 12, 32, 9], [30, 30, 2, 2], [3, 4, 28, 27],
+]
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+@pytest.mark.parametrize("size", [32, 20])
+def test_resized_crop_matches_torchvision_cifar(cifar, interpolation, size):
+    imgs = cifar[:96]
+    boxes = B.sample_crop_boxes(len(imgs), 32, 32, (0.01, 1.0), (1 / 3, 3.0), gen(1))
+    boxes[:len(SPECIAL_BOXES_32)] = torch.tensor(SPECIAL_BOXES_32)
+    got = B.resized_crop(imgs, boxes, size, interpolation)
+    mode = InterpolationMode(interpolation)
+    ref = torch.stack([F.resized_crop(img, *b.tolist(), [size, size], interpolation=mode,
+                                      antialias=True) for img, b in zip(imgs, boxes)])
+    assert got.dtype == torch.float32 and got.shape == (len(imgs), 3, size, size)
+    assert_levels(got, ref)
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+@pytest.mark.parametrize("size", [224, 96, 40])
+def test_resized_crop_matches_torchvision_imagenette(imagenette, interpolation, size):
+    """224 px: upscaled small boxes and downscaled large ones (antialias weights), at the borders."""
+    imgs = imagenette
+    boxes = torch.tensor([
+        [0, 0, 224, 224], [0, 0, 30, 40], [194, 184, 30, 40], [0, 100, 224, 124], [17, 0, 150, 90],
+        [100, 201, 23, 23], [0, 0, 224, 1], [50, 60, 100, 160], [223, 0, 1, 224], [5, 7, 211, 199],
+        [40, 40, 64, 64], [0, 0, 112, 224]])
+    got = B.resized_crop(imgs, boxes, size, interpolation)
+    mode = InterpolationMode(interpolation)
+    ref = torch.stack([F.resized_crop(img, *b.tolist(), [size, size], interpolation=mode,
+                                      antialias=True) for img, b in zip(imgs, boxes)])
+    assert_levels(got, ref)
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_resize_center_crop_matches_torchvision(cifar, imagenette, interpolation):
+    """rrc disabled: short side to the crop size, then the central square (non-square inputs)."""
+    mode = InterpolationMode(interpolation)
+    assert torch.equal(B.resize_center_crop(cifar, 32, interpolation), cifar.to(torch.float32))
+    for view in (imagenette[..., :, :160], imagenette[..., :150, :], imagenette):
+        for size in (96, 32):
+            got = B.resize_center_crop(view, size, interpolation)
+            ref = F.center_crop(F.resize(view, [size], interpolation=mode, antialias=True),
+                                [size, size])
+            assert_levels(got, ref)
+
+
+def test_colour_adjustments_match_torchvision(cifar):
+    imgs = cifar[:128]
+    x = imgs.to(torch.float32)
+    factor = torch.linspace(0.0, 2.0, len(imgs))  # a different factor for every sample
+    hue = torch.linspace(-0.5, 0.5, len(imgs))
+    assert_levels(B.adjust_brightness(x, factor), per_image(imgs, F.adjust_brightness, factor))
+    assert_levels(B.adjust_contrast(x, factor), per_image(imgs, F.adjust_contrast, factor))
+    assert_levels(B.adjust_saturation(x, factor), per_image(imgs, F.adjust_saturation, factor))
+    assert_levels(B.adjust_hue(x, hue), per_image(imgs, F.adjust_hue, hue))
+    assert_levels(B.rgb_to_grayscale(x), F.rgb_to_grayscale(imgs, num_output_channels=3), 0.0)
+    assert_levels(B.solarize(x), F.solarize(imgs, 128), 0.0)
+    assert_levels(B.equalize(x), F.equalize(imgs), 0.0)
+    assert_levels(B.hflip(x), F.horizontal_flip(imgs), 0.0)
+
+
+def test_gaussian_blur_matches_torchvision(cifar, imagenette):
+    for imgs in (cifar[:64], imagenette):
+        k = blur_kernel(imgs.shape[-1])  # 3 at 32 px, 23 at 224 px
+        sigma = torch.linspace(0.1, 2.0, len(imgs))
+        got = B.gaussian_blur(imgs.to(torch.float32), k, sigma)
+        ref = torch.stack([F.gaussian_blur(img, [k, k], [float(s), float(s)])
+                           for img, s in zip(imgs, sigma)])
+        assert_levels(got, ref)
+
+
+def test_normalize_matches_torchvision(cifar):
+    got = B.normalize(cifar.to(torch.float32), MEAN, STD)
+    ref = F.normalize(F.to_dtype(cifar, torch.float32, scale=True), list(MEAN), list(STD))
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    assert got.is_contiguous()
+
+
+def test_recipe_apply_equals_torchvision_chain(cifar):
+    """Every op on, fixed per-sample parameters: ``apply`` equals v2's ops in the recipe's order."""
+    recipe = B.BatchedRecipe(aug_cfg(color_jitter__prob=1.0, grayscale__prob=0.5,
+                                     gaussian_blur__prob=0.5, solarization__prob=0.5,
+                                     equalization__prob=0.3, horizontal_flip__prob=0.5), MEAN, STD)
+    imgs = cifar[:128]
+    p = recipe.sample(len(imgs), 32, 32, gen(7))
+    got = denorm(recipe.apply(imgs, p))
+    adjust = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
+    ref = []
+    for i, img in enumerate(imgs):
+        top, left, h, w = p.boxes[i].tolist()
+        y = F.resized_crop(img, top, left, h, w, [32, 32], interpolation=InterpolationMode.BICUBIC,
+                           antialias=True)
+        if p.jitter[i]:
+            for k in p.jitter_order[i].tolist():
+                y = adjust[k](y, float(p.jitter_factors[i, k]))
+        if p.grayscale[i]:
+            y = F.rgb_to_grayscale(y, num_output_channels=3)
+        if p.blur[i]:
+            y = F.gaussian_blur(y, [3, 3], [float(p.sigma[i])] * 2)
+        if p.solarize[i]:
+            y = F.solarize(y, 128)
+        if p.equalize[i]:
+            y = F.equalize(y)
+        if p.flip[i]:
+            y = F.horizontal_flip(y)
+        ref.append(y)
+    ref = torch.stack(ref).to(torch.float32)
+    diff = (got - ref).abs()
+    # Single-level differences (closed-form hue, separable blur) can move by a few levels through
+    # later contrast or equalization; the order or a wrong mask would change most pixels.
+    assert (diff > 1).float().mean().item() < 2e-3, diff.max()
+    assert diff.mean().item() < 0.02
+
+
+# -------------------------------------------------------------------- 2. colour jitter order
+def test_colour_jitter_order_matches_torchvision(cifar):
+    imgs = cifar[:96]
+    n = len(imgs)
+    perms = torch.tensor(list(itertools.permutations(range(4))))  # all 24 orders
+    order = perms[torch.arange(n) % 24]
+    t = torch.linspace(0.0, 1.0, n)
+    factors = torch.stack([0.6 + 0.8 * t, 1.4 - 0.8 * t, 0.6 + 0.8 * t.flip(0), 0.2 * t - 0.1], 1)
+    got = B.color_jitter(imgs.to(torch.float32), factors, order)
+    adjust = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
+    ref = []
+    for i, img in enumerate(imgs):
+        for k in order[i].tolist():
+            img = adjust[k](img, float(factors[i, k]))
+        ref.append(img)
+    ref = torch.stack(ref)
+    diff = (got - ref.to(torch.float32)).abs()
+    assert diff.max().item() <= 2 and (diff > 0).float().mean().item() < 1e-3
+    # Negative control: one fixed order for everyone is far off, so the check sees the order.
+    fixed = B.color_jitter(imgs.to(torch.float32), factors, perms[:1].expand(n, 4))
+    assert (fixed != ref.to(torch.float32)).float().mean().item() > 0.05
+    # Disabled adjustments are skipped, as v2 skips a None range.
+    only_b = B.color_jitter(imgs.to(torch.float32), factors, order, (True, False, False, False))
+    assert torch.equal(only_b, B.adjust_brightness(imgs.to(torch.float32), factors[:, 0]))
+
+
+# -------------------------------------------------------- 3. distributions vs the per-image recipe
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic."""
+    grid = np.union1d(a, b)
+    fa = np.searchsorted(np.sort(a), grid, side="right") / len(a)
+    fb = np.searchsorted(np.sort(b), grid, side="right") / len(b)
+    return float(np.abs(fa - fb).max())
+
+
+KS_CRIT = 1.95 * math.sqrt(2.0 / N_DRAWS)  # two-sample KS at alpha = 0.001
+
+
+def _box_stats(boxes: np.ndarray, height: int, width: int) -> dict[str, np.ndarray]:
+    top, left, h, w = boxes.T.astype(np.float64)
+    return {"area": h * w / (height * width), "log_aspect": np.log(w / h),
+            "center_y": (top + h / 2) / height, "center_x": (left + w / 2) / width}
+
+
+@pytest.mark.parametrize("entry,height,width", [
+    ("asymmetric.yaml:0", 32, 32), ("symmetric.yaml:0", 32, 32), ("asymmetric.yaml:0", 24, 64)])
+def test_crop_boxes_match_per_image_distribution(entry, height, width):
+    """Area fraction, aspect ratio and position of the boxes: same distribution as the per-image
+    RandomResizedCrop (24 x 64 also exercises the central fallback)."""
+    name, idx = entry.split(":")
+    aug = OmegaConf.load(AUG_DIR / name)[int(idx)]
+    boxes = B.BatchedRecipe(aug, MEAN, STD).sample(N_DRAWS, height, width, gen(3)).boxes.numpy()
+    rrc = build_crop_transform(aug, MEAN, STD).ops[0]
+    torch.manual_seed(3)
+    ref = np.array([rrc.params(height, width) for _ in range(N_DRAWS)])
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= height).all()
+    assert (boxes[:, 1] >= 0).all() and (boxes[:, 1] + boxes[:, 3] <= width).all()
+    got, want = _box_stats(boxes, height, width), _box_stats(ref, height, width)
+    for key in got:
+        d = _ks(got[key], want[key])
+        q = np.quantile(got[key], [0.05, 0.5, 0.95]), np.quantile(want[key], [0.05, 0.5, 0.95])
+        assert d < KS_CRIT, f"{key}: KS {d:.3f} >= {KS_CRIT:.3f}; quantiles {q[0]} vs {q[1]}"
+
+
+def test_boxes_follow_v2_rule_exactly():
+    """Given the same raw draws, the vectorised rule picks v2's box (first fitting try, else the
+    central fallback), including Python's half-to-even rounding."""
+    n, height, width, ratio, scale = 3000, 24, 64, (3 / 4, 4 / 3), (0.3, 1.0)
+    g = gen(11)
+    s = torch.empty(n, 10).uniform_(*scale, generator=g)
+    r = torch.empty(n, 10).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
+    u = torch.rand(2, n, dtype=torch.float64, generator=g)
+    got = B.boxes_from_draws(s, r, u[0], u[1], height, width, ratio)
+    fallbacks = 0
+    for i in range(n):
+        for t in range(10):  # v2.RandomResizedCrop.make_params, with these draws
+            target = height * width * float(s[i, t])
+            aspect = float(torch.exp(r[i, t]))
+            w = int(round(math.sqrt(target * aspect)))
+            h = int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                top = math.floor(float(u[0, i]) * (height - h + 1))
+                left = math.floor(float(u[1, i]) * (width - w + 1))
+                break
+        else:
+            fallbacks += 1
+            h, w = height, int(round(height * ratio[1]))
+            top, left = (height - h) // 2, (width - w) // 2
+        assert got[i].tolist() == [top, left, h, w], i
+    assert fallbacks > 10  # the fallback was exercised
+
+
+def _ks_uniform(x: torch.Tensor, lo: float, hi: float) -> float:
+    """One-sample KS statistic of ``x`` against U[lo, hi]."""
+    u = np.sort((x.double().numpy() - lo) / (hi - lo))
+    n = len(u)
+    return float(max((np.arange(1, n + 1) / n - u).max(), (u - np.arange(n) / n).max()))
+
+
+def test_drawn_parameters_match_per_image_recipe():
+    """The per-sample draws: the same probabilities, jitter ranges, blur sigmas and kernel as the
+    per-image recipe built from the same entry; factors uniform over their ranges; the jitter
+    order uniform over the 24 permutations."""
+    aug = aug_cfg(color_jitter__prob=0.8, color_jitter__contrast=0.3, grayscale__prob=0.2,
+                  gaussian_blur__prob=0.5, gaussian_blur__sigma_min=0.3,
+                  gaussian_blur__sigma_max=1.7, solarization__prob=0.2, equalization__prob=0.1,
+                  horizontal_flip__prob=0.5)
+    recipe = B.BatchedRecipe(aug, MEAN, STD)
+    ops = {type(op).__name__ if type(op).__name__ != "RandomOp" else op.name: op
+           for op in build_crop_transform(aug, MEAN, STD).ops}
+    assert recipe.jitter_ranges == ops["ColorJitter"].ranges
+    blur = ops["GaussianBlur"]
+    assert (recipe.sigma, recipe.kernel_size) == (blur.sigma, blur.kernel_size)
+    assert recipe.scale == ops["RandomResizedCrop"].scale
+    p = recipe.sample(N_DRAWS, 32, 32, gen(4))
+    probs = {"jitter": ops["ColorJitter"].p, "grayscale": ops["Grayscale"].p, "blur": blur.p,
+             "solarize": ops["Solarize"].p, "equalize": ops["Equalize"].p,
+             "flip": ops["HorizontalFlip"].p}
+    for field, prob in probs.items():
+        rate = getattr(p, field).float().mean().item()
+        assert abs(rate - prob) < Z * math.sqrt(prob * (1 - prob) / N_DRAWS), (field, rate, prob)
+    crit = 1.95 / math.sqrt(N_DRAWS)  # one-sample KS at alpha = 0.001
+    draws = [*(p.jitter_factors[:, k] for k in range(4)), p.sigma]
+    for x, (lo, hi) in zip(draws, [*recipe.jitter_ranges, recipe.sigma]):
+        assert lo <= x.min().item() and x.max().item() <= hi
+        assert _ks_uniform(x, lo, hi) < crit, (lo, hi)
+    counts = torch.unique(p.jitter_order, dim=0, return_counts=True)[1].double()
+    assert len(counts) == 24 and (p.jitter_order.sort(dim=1).values == torch.arange(4)).all()
+    chi2 = ((counts - N_DRAWS / 24) ** 2 / (N_DRAWS / 24)).sum().item()
+    assert chi2 < 49.7, chi2  # chi-square, 23 degrees of freedom, alpha = 0.001
+
+
+def _crop_stats(crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    return crops.mean(dim=(2, 3)).numpy(), crops.std(dim=(2, 3)).numpy()
+
+
+def test_output_statistics_match_per_image_recipe(cifar):
+    """Per-channel mean and std of the normalised crops, and the grayscale rate, for the BYOL
+    recipe (jitter, grayscale, solarization, flip) over 4000 draws of real CIFAR-10 images."""
+    aug = OmegaConf.load(AUG_DIR / "asymmetric.yaml")[1]
+    reps = N_DRAWS // len(cifar)
+    batch = cifar.repeat(reps, 1, 1, 1)
+    got = B.BatchedRecipe(aug, MEAN, STD)(batch, gen(5))
+    transform = build_crop_transform(aug, MEAN, STD)
+    torch.manual_seed(5)
+    ref = torch.stack([transform(img) for img in batch])
+    assert got.shape == ref.shape and got.dtype == ref.dtype == torch.float32
+    for a, b, name in zip(_crop_stats(got), _crop_stats(ref), ("mean", "std")):
+        se = np.sqrt(a.var(axis=0) / len(a) + b.var(axis=0) / len(b))
+        z = np.abs(a.mean(axis=0) - b.mean(axis=0)) / se
+        assert (z < Z).all(), f"per-channel {name}: z = {z}"
+    gray_got = _is_gray(denorm(got)).float().mean().item()
+    gray_ref = _is_gray(denorm(ref)).float().mean().item()
+    se = math.sqrt(gray_got * (1 - gray_got) / len(got) + gray_ref * (1 - gray_ref) / len(ref))
+    assert abs(gray_got - gray_ref) < Z * se, (gray_got, gray_ref)
+
+
+def _is_gray(x: torch.Tensor) -> torch.Tensor:
+    return (x[:, 0] == x[:, 1]).all(dim=(1, 2)) & (x[:, 1] == x[:, 2]).all(dim=(1, 2))
+
+
+def _solar(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= 128, 255 - x, x)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a == b).all(dim=(1, 2, 3))
+
+
+# op -> (config overrides, p, params field, is the op visible on image x?, did it happen (x -> y)?)
+FREQUENCY_CASES = {
+    "flip": ({"horizontal_flip.prob": 0.5}, 0.5, "flip",
+             lambda x: ~_same(x, x.flip(-1)), lambda x, y: _same(y, x.flip(-1))),
+    "grayscale": ({"grayscale.prob": 0.2}, 0.2, "grayscale",
+                  lambda x: ~_is_gray(x), lambda x, y: _is_gray(y)),
+    "solarization": ({"solarization.prob": 0.2}, 0.2, "solarize",
+                     lambda x: ~_same(x, _solar(x)), lambda x, y: _same(y, _solar(x))),
+    "color_jitter": ({"color_jitter.prob": 0.8}, 0.8, "jitter",
+                     lambda x: torch.ones(len(x), dtype=torch.bool), lambda x, y: ~_same(x, y)),
+    "gaussian_blur": ({"gaussian_blur.prob": 0.3, "gaussian_blur.sigma_min": 1.0}, 0.3, "blur",
+                      lambda x: x.amax(dim=(1, 2, 3)) > x.amin(dim=(1, 2, 3)),
+                      lambda x, y: ~_same(x, y)),
+    "equalization": ({"equalization.prob": 0.3}, 0.3, "equalize",
+                     lambda x: ~_same(x, B.equalize(x)), lambda x, y: ~_same(x, y)),
+}
+
+
+@pytest.mark.parametrize("op", list(FREQUENCY_CASES))
+def test_op_frequencies_match_probability(cifar, op):
+    """Each random op alone (no crop: resizing 32 px to 32 px is the identity), detected in the
+    output of both recipes: both apply it with the configured probability, and the batched one
+    exactly where its drawn mask says."""
+    over, p, field, visible, happened = FREQUENCY_CASES[op]
+    aug = aug_cfg(rrc__enabled=False, **{k.replace(".", "__"): v for k, v in over.items()})
+    batch = cifar.repeat(N_DRAWS // len(cifar), 1, 1, 1)
+    x = batch.to(torch.float32)
+    seen = visible(x)  # images on which the op would change nothing are not counted
+    n = int(seen.sum())
+    assert n > 0.9 * len(batch)
+    recipe = B.BatchedRecipe(aug, MEAN, STD)
+    params = recipe.sample(len(batch), 32, 32, gen(9))
+    got = happened(x, denorm(recipe.apply(batch, params)))
+    transform = build_crop_transform(aug, MEAN, STD)
+    torch.manual_seed(9)
+    ref = happened(x, denorm(torch.stack([transform(img) for img in batch])))
+    se = math.sqrt(p * (1 - p) / n)
+    for name, hits in (("batched", got), ("per-image", ref)):
+        rate = hits[seen].float().mean().item()
+        assert abs(rate - p) < Z * se, f"{op} {name}: rate {rate:.3f}, p {p}"
+    assert torch.equal(got[seen], getattr(params, field)[seen])
+
+
+# ------------------------------------------------------------------------------ 4. determinism
+def test_same_seed_same_crops_and_resume(cifar):
+    augs = OmegaConf.load(AUG_DIR / "asymmetric.yaml")
+    mc = B.BatchedMultiCrop(augs, MEAN, STD)
+    x = cifar[:128]
+    a = mc(x, gen(0))
+    b = mc(x, gen(0))
+    assert len(a) == 2 and all(torch.equal(u, v) for u, v in zip(a, b))
+    c = mc(x, gen(1))
+    assert not any(torch.equal(u, v) for u, v in zip(a, c))
+    g = gen(0)
+    mc(x, g)
+    state = g.get_state()
+    second = mc(x, g)
+    assert not torch.equal(second[0], a[0])  # the generator moved on
+    g.set_state(state)  # a resumed run replays the batch exactly
+    assert all(torch.equal(u, v) for u, v in zip(mc(x, g), second))
+    cl = mc(x.contiguous(memory_format=torch.channels_last), gen(0))
+    for u, v in zip(cl, a):
+        assert torch.equal(u, v) and u.is_contiguous() and u.dtype == torch.float32
+
+
+def test_masked_and_subset_evaluation_agree(cifar, monkeypatch):
+    """Accelerators run the random ops on the whole batch and mask (no host synchronisation), the
+    CPU only on the drawn subset: the crops are the same either way."""
+    recipe = B.BatchedRecipe(aug_cfg(color_jitter__prob=0.8, grayscale__prob=0.2,
+                                     gaussian_blur__prob=0.5, solarization__prob=0.2,
+                                     equalization__prob=0.2, horizontal_flip__prob=0.5), MEAN, STD)
+    x = cifar[:128]
+    subset = recipe(x, gen(6))
+    monkeypatch.setattr(B, "SUBSET_DEVICE_TYPES", ())
+    assert torch.equal(recipe(x, gen(6)), subset)
+
+
+def test_asymmetric_recipe_per_crop_frequencies(cifar):
+    """Two entries with different blur/solarization (BYOL style): crops come in entry order with
+    each entry's own probabilities."""
+    first = aug_cfg(gaussian_blur__prob=1.0, solarization__prob=0.0, num_crops=1)
+    second = aug_cfg(gaussian_blur__prob=0.1, solarization__prob=0.2, num_crops=2, crop_size=24)
+    mc = B.BatchedMultiCrop([first, dict(OmegaConf.to_container(second))], MEAN, STD)
+    assert mc.num_crops == 3
+    params = mc.sample(N_DRAWS, 32, 32, gen(2))
+    n = N_DRAWS
+    assert params[0].blur.all() and not params[0].solarize.any()
+    for p in params[1:]:
+        for mask, prob in ((p.blur, 0.1), (p.solarize, 0.2)):
+            assert abs(mask.float().mean().item() - prob) < Z * math.sqrt(prob * (1 - prob) / n)
+    assert not torch.equal(params[1].boxes, params[2].boxes)  # the two crops are drawn apart
+    crops = mc(cifar[:64], gen(2))
+    assert [tuple(c.shape) for c in crops] == [(64, 3, 32, 32), (64, 3, 24, 24), (64, 3, 24, 24)]
+
+
+def test_bad_input_and_config():
+    recipe = B.BatchedRecipe(aug_cfg(), MEAN, STD)
+    with pytest.raises(TypeError):
+        recipe(torch.zeros(2, 3, 32, 32), gen(0))
+    with pytest.raises(ConfigError, match="interpolation"):
+        B.BatchedRecipe(aug_cfg(rrc__interpolation="lanczos"), MEAN, STD)
+    with pytest.raises(ConfigError, match="prob"):
+        B.BatchedRecipe(aug_cfg(grayscale__prob=1.5), MEAN, STD)
+    bilinear = B.BatchedRecipe(aug_cfg(rrc__interpolation="bilinear", rrc__ratio=[0.5, 2.0]), MEAN, STD)
+    assert bilinear.interpolation == "bilinear" and bilinear.ratio == (0.5, 2.0)
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="generator"):
+            recipe(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.Generator(device="cuda"))
