@@ -2,7 +2,7 @@
 vs MixMask*) at small scale on real CIFAR-10 images, and record the results.
 
     python benchmarks/reproduce.py --method mocov2plus --variant vanilla mixmask erase --seed 0
-    solo-mixmask report docs/results/cifar10-subset
+    solo-mixmask report docs/results/cifar10-subset --out docs/results/cifar10-subset
 
 Every run pretrains with the budget of ``benchmarks/reproduce.yaml``, logs KNN top-1 (k=200,
 T=0.1, clean train bank) on the test split every few epochs, then trains a linear probe on frozen

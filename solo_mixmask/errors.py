@@ -1,5 +1,10 @@
 """Errors that the CLI reports as one clear line instead of a traceback."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
 
 class SoloMixMaskError(Exception):
     """Base class: bad input that the user can fix (config, data, checkpoint, download)."""
@@ -19,6 +24,33 @@ class CheckpointError(SoloMixMaskError):
 
 class DownloadError(SoloMixMaskError):
     """A failed or unverifiable download."""
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C. ``checkpoint``: the state to resume from (None: none yet);
+    ``saved_now``: it holds the interrupted state (else the work since it is lost)."""
+
+    def __init__(self, checkpoint: Optional[Path], epoch: int, step: int,
+                 saved_now: bool) -> None:
+        super().__init__(f"interrupted at epoch {epoch}, step {step}")
+        self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
+        self.saved_now = saved_now
+
+    def advice(self) -> str:
+        """The one line the CLI prints."""
+        if self.checkpoint is None:
+            return f"{self}: no checkpoint was written yet; nothing to resume from"
+        what = "saved" if self.saved_now else "stopped at once; last checkpoint"
+        return (f"{self}: {what} {self.checkpoint}; resume with the same command plus "
+                f"resume_from_checkpoint={self.checkpoint}")
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type when the message is empty), cut at
+    ``limit`` characters."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def one_line(exc: BaseException) -> str:

@@ -57,6 +57,12 @@ def cifar_test(data_cache) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_imagenet_train(data_cache) -> Path:
+    """400 real Tiny-ImageNet images at 32 px (2 of each of the 200 classes)."""
+    return _unpack(data_cache, "tiny-imagenet-200-32px/train.npz", "tiny-imagenet-train", 2)
+
+
+@pytest.fixture(scope="session")
 def imagenette_train(data_cache) -> Path:
     """100 real Imagenette images at 224 px (10 per class)."""
     return _unpack(data_cache, "imagenette2-224px/train_200pc.npz", "imagenette-train", 10)

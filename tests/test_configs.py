@@ -102,3 +102,50 @@ def test_help_lists_every_command(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert all(name in out for name in COMMANDS)
+
+
+#: real images for each config folder: (fixture, data.dataset override when the folder holds
+#: another dataset than the config's)
+STEP_DATA = {"cifar": ("cifar_train", "cifar10"), "tiny-imagenet": ("tiny_imagenet_train", None),
+             "imagenet": ("imagenette_train", "custom"),
+             "imagenet-100": ("imagenette_train", "custom"), "custom": ("imagenette_train", None)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.name}" for p in CONFIGS])
+def test_shipped_config_takes_a_training_step_on_the_cpu(path, request, tmp_path):
+    """Every shipped config runs as shipped (accelerator, precision and devices auto) on this
+    CPU-only machine, with a small batch: one optimizer step on real images."""
+    from solo_mixmask.engine.pretrain import pretrain
+
+    fixture, dataset = STEP_DATA[path.parent.name]
+    data = request.getfixturevalue(fixture)
+    overrides = [f"data.train_path={data}", "data.val_path=null", "data.num_workers=0",
+                 "optimizer.batch_size=8", "max_epochs=1", "limit_train_batches=1",
+                 "knn_eval.enabled=false", "checkpoint.enabled=false",
+                 "auto_resume.enabled=false", "enable_progress_bar=false",
+                 "enable_model_summary=false", f"checkpoint.dir={tmp_path}"]
+    if dataset:
+        overrides.append(f"data.dataset={dataset}")
+    cfg = load_config(str(path.parent), path.name, overrides)
+    result = pretrain(cfg, trainer_kwargs={"logger": False})
+    assert result.cfg.accelerator in ("cpu", "gpu") and result.cfg.precision != "auto"
+    loss = result.metrics["train_loss"]
+    assert loss == loss and abs(loss) < 1e4  # finite
+
+
+def test_the_readme_laptop_command_runs(cifar_train, cifar_test, tmp_path, monkeypatch, capsys):
+    """The README's "run any config on a laptop" command, as written there."""
+    from solo_mixmask.cli import main
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- laptop -->")[1].split("```bash")[1].split("```")[0]
+    command = " ".join(line.rstrip("\\").strip() for line in block.strip().splitlines())
+    argv = command.replace("./datasets/cifar10/train", str(cifar_train)).replace(
+        "./datasets/cifar10/val", str(cifar_test)).replace(
+        " scripts/", f" {REPO}/scripts/").split()  # the README runs from the repository root
+    assert argv[0] == "solo-mixmask"
+    monkeypatch.chdir(tmp_path)
+    assert main(argv[1:] + ["checkpoint.dir=runs", "enable_progress_bar=false"]) == 0, \
+        capsys.readouterr().err
+    assert list((tmp_path / "runs").rglob("*-ep=0.ckpt"))

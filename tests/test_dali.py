@@ -113,7 +113,7 @@ def test_dali_batches_match_the_torchvision_path(which, cifar_train, imagenette_
         train, size, batch, overrides = cifar_train, 32, 50, {}
     else:
         train, size, batch = imagenette_train, 224, 20
-        overrides = {"augmentations": [AUG_224], "data__dataset": "imagenet100"}
+        overrides = {"augmentations": [AUG_224], "data__dataset": "custom"}
     cfg = _cfg(train, tmp_path, optimizer__batch_size=batch, data__format="dali",
                dali__threads=2, **overrides)
     images = scan_image_folder(train)

@@ -172,7 +172,7 @@ def test_backbone_shape_mismatch(bare_resnet, cifar_train, cifar_test, capsys):
 def test_label_count_does_not_match_the_data(bare_resnet, cifar_train, cifar_test, capsys):
     rc, err = run_cli(capsys, *knn_args(bare_resnet, cifar_train, cifar_test,
                                         "--dataset", "cifar100"))
-    assert_one_line_error(rc, err, "label count mismatch: cifar100 expects 100 classes but")
+    assert_one_line_error(rc, err, "label count mismatch: data.dataset=cifar100 has 100 classes but")
 
 
 @pytest.mark.data

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from solo_mixmask.cli.evaluate import quote_paths
 from solo_mixmask.config import load_config
+from solo_mixmask.config.schema import SemiConfig
 from solo_mixmask.eval.linear import parse_linear_cfg
 from solo_mixmask.eval.semi import parse_semi_cfg
 
@@ -39,12 +39,13 @@ def test_every_dataset_has_configs_and_launchers():
 @pytest.mark.parametrize("path", LINEAR + SEMI, ids=lambda p: f"{p.parent.parent.name}/"
                          f"{p.parent.name}/{p.name}")
 def test_config_parses(path, checkpoint):
-    overrides = quote_paths([f"pretrained_feature_extractor={checkpoint}"])
+    overrides = [f"pretrained_feature_extractor={checkpoint}"]  # '=' in the name, unquoted
     cfg = load_config(str(path.parent), path.name, overrides)
     if path.parent.parent.name == "semi":
-        cfg = parse_semi_cfg(cfg)
+        cfg = parse_linear_cfg(parse_semi_cfg(cfg), SemiConfig)
         assert cfg.semi.fraction in (0.01, 0.1)
-    cfg = parse_linear_cfg(cfg)
+    else:
+        cfg = parse_linear_cfg(cfg)
     assert cfg.pretrained_feature_extractor == str(checkpoint)
     assert cfg.max_epochs == 100 and cfg.finetune is False
     assert cfg.optimizer.lr == pytest.approx(cfg.optimizer.lr_scale * load_config(
@@ -55,7 +56,7 @@ def test_config_parses(path, checkpoint):
 
 def test_imagenet_mocov2_follows_the_moco_protocol(checkpoint):
     cfg = load_config(str(REPO / "scripts/linear/imagenet"), "mocov2plus.yaml",
-                      quote_paths([f"pretrained_feature_extractor={checkpoint}"]))
+                      [f"pretrained_feature_extractor={checkpoint}"])
     assert (cfg.optimizer.lr, cfg.optimizer.batch_size, cfg.optimizer.weight_decay) == (30.0, 256, 0)
     assert list(cfg.scheduler.lr_decay_steps) == [60, 80] and cfg.backbone.name == "resnet50"
 

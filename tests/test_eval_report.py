@@ -116,7 +116,7 @@ def test_resumed_sessions_merge_epoch_by_epoch(tmp_path):
     curves = epoch_metrics(run)
     assert curves["train_loss_epoch"] == {0: 5.0, 1: 3.9, 2: 3.5}
     assert curves["val_knn_acc1"] == {0: 20.0, 1: 26.0}
-    report = build_report(tmp_path)  # no records, only the run's logs
+    report = build_report(tmp_path, out_dir=tmp_path / "out")  # no records, only the logs
     assert report.runs == 1 and report.figure_path.is_file()
     assert "MoCo v2 MixMask" in report.markdown
 
@@ -141,6 +141,23 @@ def test_curves_have_a_row_per_method_and_a_colour_per_variant_across_rows(tmp_p
     keys = [colour_key(r) for r in runs]
     assert keys[0] == keys[2] == keys[3] != keys[1]
     assert colour_of[keys[0]] != colour_of[keys[1]]
+
+
+def test_every_variant_group_gets_its_own_colour(tmp_path):
+    """The CPU reproduction's nine groups (five variants, other budgets, grid and ratio
+    ablations) all get distinct colours; vanilla and MixMask keep the paper's blue and red."""
+    from solo_mixmask.eval.report import PALETTE, VARIANT_COLOURS
+
+    groups = ["vanilla-50ep", "mixmask-50ep", "unmix-50ep", "mixmask_star-50ep", "erase-50ep",
+              "vanilla-100ep", "mixmask-100ep", "mixmask-grid4-50ep", "mixmask-ratio-uniform-50ep"]
+    runs = [Run(tmp_path / f"mocov2plus-{g}-s{s}", g, method="mocov2plus")
+            for g in groups for s in range(2 if g.endswith("-50ep") else 1)]
+    _, colour_of = curve_panels(runs)
+    colours = [PALETTE[colour_of[g]] for g in groups]
+    assert len(set(colours)) == len(groups)
+    assert colour_of["vanilla-50ep"] == VARIANT_COLOURS["vanilla"]
+    assert colour_of["mixmask-50ep"] == VARIANT_COLOURS["mixmask"]
+    assert colour_of["erase-50ep"] != colour_of["vanilla-50ep"]
 
 
 def test_records_table_lists_every_run_with_its_provenance():

@@ -23,7 +23,23 @@ def test_quickstart_default_beats_the_untrained_backbone(tmp_path, capsys):
 
 def test_quickstart_takes_overrides(tmp_path, capsys):
     code = main(["quickstart", "--out", str(tmp_path), "--epochs", "1", "--method", "simsiam",
-                 "+method_kwargs.pred_hidden_dim=32", "optimizer.lr=0.05",
+                 "method_kwargs.pred_hidden_dim=32", "optimizer.lr=0.05",
                  "+enable_progress_bar=false"])
     assert code == 0
     assert "after 1 epochs of simsiam" in capsys.readouterr().out
+
+
+def test_quickstart_writes_under_the_cache_folder_and_says_where(tmp_path, monkeypatch, capsys):
+    """Without --out nothing lands in the current folder; --method swaps the method's heads."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    code = main(["quickstart", "--epochs", "1", "--method", "mocov2plus", "limit_train_batches=2",
+                 "enable_progress_bar=false"])
+    out = capsys.readouterr().out
+    assert code == 0
+    where = tmp_path / "cache" / "solo-mixmask" / "quickstart"
+    assert f"quickstart folder: {where}" in out and "after 1 epochs of mocov2plus" in out
+    assert list((where / "trained_models" / "mocov2plus").glob("*/*-ep=0.ckpt"))
+    assert list(cwd.iterdir()) == []

@@ -31,11 +31,15 @@ def _knn_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-size", type=int, default=None,
                    help="centre crop size (default: the checkpoint's, else 32 for CIFAR, 64 for "
                    "Tiny-ImageNet, 224 otherwise)")
-    p.add_argument("--k", type=int, default=200, help="neighbours (default 200)")
+    p.add_argument("--k", type=int, default=None,
+                   help="neighbours (default 200 for --vote weighted, 5 for --vote majority)")
     p.add_argument("--temperature", "-T", type=float, default=0.1,
                    help="temperature of the cosine weights exp(sim/T) (default 0.1)")
     p.add_argument("--distance", choices=("cosine", "euclidean"), default="cosine",
                    help="cosine (InstDisc/Un-Mix) or solo-learn's inverse euclidean weights")
+    p.add_argument("--vote", choices=("weighted", "majority"), default="weighted",
+                   help="weighted (default) or an unweighted count of the k labels; the W-MSE "
+                   "protocol is --vote majority --distance euclidean --k 5")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -75,8 +79,8 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results_dir", help="folder of result records (searched recursively)")
     p.add_argument("--runs", nargs="*", default=[],
                    help="pretraining run folders (or parents) whose logs to plot")
-    p.add_argument("--out", default=None, help="where to write report.md and curves.png "
-                   "(default: the results folder)")
+    p.add_argument("--out", default=None, help="folder to write report.md and curves.png to "
+                   "(default: print the tables only)")
     p.add_argument("--metric", choices=("acc1", "acc5"), default="acc1")
     p.add_argument("--no-plot", action="store_true", help="tables only")
 
@@ -136,7 +140,7 @@ def knn_command(args: argparse.Namespace, cfg: DictConfig) -> str:
     parts: list[Any] = ["solo-mixmask", "knn", args.checkpoint, "--train-path", args.train_path,
                         "--val-path", args.val_path, "--dataset", cfg.data.dataset,
                         "--crop-size", aug.crop_size, "--k", args.k, "--temperature",
-                        args.temperature, "--distance", args.distance]
+                        args.temperature, "--distance", args.distance, "--vote", args.vote]
     if args.backbone:
         parts += ["--backbone", args.backbone]
     if args.backbone_kwargs:
@@ -179,6 +183,8 @@ def run_knn(args: argparse.Namespace) -> int:
     from ..eval.linear import check_classes
     from ..eval.records import make_record, provenance, write_record
 
+    if args.k is None:  # W-MSE's k for its majority vote, InstDisc's for the weighted one
+        args.k = 5 if args.vote == "majority" else 200
     if args.k < 1 or args.temperature <= 0:
         raise ConfigError("--k must be at least 1 and --temperature positive")
     obj = load_checkpoint_file(args.checkpoint)
@@ -204,12 +210,14 @@ def run_knn(args: argparse.Namespace) -> int:
              for ds in (train, val)]
     (tr_f, tr_y), (te_f, te_y) = banks
     top1, top5 = knn_accuracy(tr_f, tr_y, te_f.to(device), te_y, num_classes, args.k,
-                              args.temperature, args.distance, test_chunk=args.test_chunk,
-                              train_chunk=args.train_chunk)
-    print(f"KNN ({args.distance}, k={args.k}, T={args.temperature}) on {args.val_path}: "
+                              args.temperature, args.distance, vote=args.vote,
+                              test_chunk=args.test_chunk, train_chunk=args.train_chunk)
+    print(f"KNN ({args.vote} vote, {args.distance}, k={args.k}, T={args.temperature}) on "
+          f"{args.val_path}: "
           f"top-1 {top1:.2f}%  top-5 {top5:.2f}%  ({len(tr_f)} train / {len(te_f)} val images)")
     if not args.no_record:
         settings = {"k": args.k, "temperature": args.temperature, "distance": args.distance,
+                    "vote": args.vote,
                     "crop_size": int(aug.crop_size),
                     "train_path": str(Path(args.train_path).resolve()),
                     "val_path": str(Path(args.val_path).resolve()),
@@ -233,26 +241,10 @@ def _print_result(kind: str, result: EvalResult) -> None:
     print(f"record: {result.record_path}")
 
 
-#: overrides whose values are file paths: quoted for Hydra, whose grammar rejects the ``=`` of
-#: checkpoint names such as ``...-ep=99.ckpt``
-PATH_KEYS = ("pretrained_feature_extractor", "data.train_path", "data.val_path",
-             "semi.subset_file", "checkpoint.dir", "results_dir")
-
-
-def quote_paths(overrides: list[str]) -> list[str]:
-    out = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if sep and key.lstrip("+~") in PATH_KEYS and value and value[0] not in "'\"":
-            value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        out.append(f"{key}{sep}{value}")
-    return out
-
-
 def _config(args: argparse.Namespace) -> DictConfig:
     from ..config import load_config
 
-    return load_config(args.config_path, args.config_name, quote_paths(list(args.overrides)))
+    return load_config(args.config_path, args.config_name, list(args.overrides))
 
 
 def run_linear_command(args: argparse.Namespace) -> int:
@@ -288,8 +280,9 @@ def run_report(args: argparse.Namespace) -> int:
     report = build_report(args.results_dir, args.runs, args.out, args.metric,
                           plot=not args.no_plot)
     print(report.markdown)
-    print(f"wrote {report.markdown_path}" + (f" and {report.figure_path}"
-                                              if report.figure_path else ""))
+    if report.markdown_path is not None:
+        print(f"wrote {report.markdown_path}" + (f" and {report.figure_path}"
+                                                  if report.figure_path else ""))
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,8 +32,9 @@ def load_pair(source: str | None, index: tuple[int, int], size: int) -> torch.Te
 
     if source is None:
         from ..data.digits import write_digits
+        from .quickstart import cache_dir
 
-        train, _ = write_digits(Path.home() / ".cache" / "solo-mixmask" / "digits-32px")
+        train, _ = write_digits(cache_dir() / "digits-32px")
         source = str(train)
     if source.endswith(".npz"):
         from ..data.npz import load_npz
@@ -60,8 +61,23 @@ def load_pair(source: str | None, index: tuple[int, int], size: int) -> torch.Te
     return torch.stack(pics).float() / 255
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    if not 8 <= args.size <= 2048:
+        raise ConfigError(f"--size {args.size}: use 8 to 2048 pixels")
+    bad = [g for g in args.grids if not 2 <= g <= args.size]
+    if bad:
+        raise ConfigError(f"--grids {bad[0]}: a grid is 2 to --size ({args.size}) cells a side")
+    if not 0 < args.ratio < 1:
+        raise ConfigError(f"--ratio {args.ratio}: the kept fraction lies inside (0, 1)")
+    out = Path(args.out)
+    if out.suffix.lower() != ".png" or out.is_dir():
+        raise ConfigError(f"--out {out}: give a .png file name")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..mixmask.figures import draw_masks
+
+    check_arguments(args)
 
     pair = load_pair(args.images, tuple(args.index), args.size)
     out = draw_masks(pair, args.out, grids=args.grids, ratio=args.ratio, seed=args.seed)

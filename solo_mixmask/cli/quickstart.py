@@ -7,20 +7,54 @@ prints the KNN accuracy of the trained backbone next to that of the same backbon
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from importlib import resources
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..errors import ConfigError
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="quickstart", help="working directory (default: ./quickstart)")
+    p.add_argument("--out", default=None,
+                   help="working folder for the digit images and the run (default: "
+                   "$XDG_CACHE_HOME/solo-mixmask/quickstart, else ~/.cache/solo-mixmask/quickstart)")
     p.add_argument("--epochs", type=int, default=None, help="override max_epochs")
     p.add_argument("--method", default=None,
                    help="another method, e.g. mocov2plus for the vanilla baseline")
     p.add_argument("overrides", nargs="*", help="config overrides, key=value")
     p.set_defaults(_accepts_overrides=True)
+
+
+#: heads sized for the digits, per base method (``--method`` swaps the config's SimCLR ones)
+METHOD_KWARGS = {
+    "simclr": "{proj_hidden_dim:256,proj_output_dim:64,temperature:0.2}",
+    "mocov2plus": "{proj_hidden_dim:256,proj_output_dim:64,queue_size:1024,temperature:0.2}",
+    "byol": "{proj_hidden_dim:256,proj_output_dim:64,pred_hidden_dim:256}",
+    "simsiam": "{proj_hidden_dim:256,proj_output_dim:64,pred_hidden_dim:64}",
+}
+MIXMASK = "mixmask:{pattern:blocked,grid:2,ratio:0.5}"
+
+
+def method_overrides(method: str) -> list[str]:
+    """Overrides that switch the quickstart to ``method`` (its heads; MixMask for mixmask_*)."""
+    from ..methods import METHODS
+
+    base = method.removeprefix("mixmask_")
+    if method not in METHODS or base not in METHOD_KWARGS:
+        raise ConfigError(f"--method {method}: choose one of {sorted(METHODS)}")
+    kwargs = METHOD_KWARGS[base]
+    if method != base:
+        kwargs = kwargs[:-1] + "," + MIXMASK + "}"
+    return [f"method={method}", "~method_kwargs", f"+method_kwargs={kwargs}"]
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/solo-mixmask`` (``~/.cache/solo-mixmask`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "solo-mixmask"
 
 
 def quickstart_config(out: Path, overrides: list[str]):
@@ -47,12 +81,16 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.pretrain import describe, pretrain
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    out = Path(args.out)
-    overrides = list(args.overrides)
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs {args.epochs}: train for at least 1 epoch")
+    out = Path(args.out) if args.out else cache_dir() / "quickstart"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: this is a file, not a folder")
+    print(f"quickstart folder: {out} (digit images and the run; --out to change)")
+    overrides = method_overrides(args.method) if args.method else []
     if args.epochs is not None:
         overrides.append(f"max_epochs={args.epochs}")
-    if args.method:
-        overrides.append(f"method={args.method}")
+    overrides += list(args.overrides)
     cfg = quickstart_config(out, overrides)
 
     start = time.time()

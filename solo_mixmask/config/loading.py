@@ -16,6 +16,30 @@ def select(cfg: DictConfig, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+def prepare_overrides(overrides: Sequence[str], directory: Path) -> list[str]:
+    """Command-line ``key=value`` items as Hydra should read them.
+
+    A plain ``key=value`` sets the key whether or not the YAML has it (Hydra's ``++``): the schema
+    decides which keys exist, and a misspelt one is reported with the closest known key instead of
+    Hydra's "use +key" hint. Config groups (a folder beside the config, e.g.
+    ``augmentations=asymmetric``) keep Hydra's meaning. A value containing ``=``, such as the
+    package's own checkpoint names (``...-ep=9.ckpt``), is quoted for Hydra's grammar.
+    """
+    out = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            out.append(item)
+            continue
+        if "=" in value and value[:1] not in ("'", '"'):
+            value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        plain = key[:1] not in ("+", "~")
+        if plain and not key.startswith("hydra") and not (directory / key.split("@")[0]).is_dir():
+            key = "++" + key
+        out.append(f"{key}={value}")
+    return out
+
+
 def load_config(config_path: Optional[str], config_name: str,
                 overrides: Sequence[str] = ()) -> DictConfig:
     """Composes a config with Hydra (defaults lists, config groups, overrides) and unlocks it.
@@ -40,9 +64,14 @@ def load_config(config_path: Optional[str], config_name: str,
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(directory), version_base="1.2"):
-            cfg = compose(config_name=stem, overrides=list(overrides))
+            cfg = compose(config_name=stem, overrides=prepare_overrides(overrides, directory))
     except (HydraException, OmegaConfBaseException) as exc:
-        msg = " ".join(str(exc).split())
+        cause = exc.__cause__
+        key = getattr(cause, "full_key", None)
+        if isinstance(cause, OmegaConfBaseException) and key:
+            detail = str(cause).strip().splitlines()[0]
+            raise ConfigError(f"{key}: cannot apply the override ({detail})") from None
+        msg = " ".join(str(exc).split()).replace("++", "")
         raise ConfigError(f"cannot compose config {stem!r}: {msg}") from None
     finally:
         GlobalHydra.instance().clear()

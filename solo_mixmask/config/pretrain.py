@@ -1,29 +1,23 @@
-"""Defaults and checks for pretraining configs (solo-learn's schema).
+"""Parsing pretraining configs: the schema check, then what depends on several keys.
 
-Every check runs before anything is built or written, and fails with a ``ConfigError`` whose message
-names the offending key.
+``parse_pretrain_cfg`` runs before anything is built or written; every problem is a ``ConfigError``
+naming the key. Types, ranges, choices and defaults come from ``schema.PretrainConfig``; this module
+adds the checks that involve more than one key, the machine (accelerator, precision) and the
+solo-learn conventions (learning rates scaled by the total batch size / 256).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+import torch
+from omegaconf import DictConfig, ListConfig
 
 from ..data.info import DATASETS, canonical_dataset
 from ..errors import ConfigError
 from .loading import select
-
-OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
-SCHEDULERS = ("warmup_cosine", "cosine", "step", "none")
-MAX_CROP_SIZE = 1024
-MIN_CROP_SIZE = 8
-
-
-def _default(cfg: DictConfig, key: str, value: Any) -> None:
-    OmegaConf.update(cfg, key, select(cfg, key, value), force_add=True)
+from .schema import PretrainConfig, closest, report_ignored, validate
 
 
 def require(cfg: DictConfig, key: str, where: str = "config") -> Any:
@@ -52,170 +46,137 @@ def world_size(cfg: DictConfig) -> int:
     return num_devices(cfg.devices) * int(select(cfg, "num_nodes", 1))
 
 
+def resolve_hardware(cfg: DictConfig) -> None:
+    """``accelerator``, ``precision`` and ``devices`` as they will run on this machine.
+
+    ``auto`` picks the GPU when CUDA sees one, else the CPU; precision ``auto`` is bf16-mixed on a
+    GPU that supports it, 16-mixed on an older one and 32 on the CPU; devices ``auto`` is one
+    device (list the devices for DDP). A GPU asked for explicitly on a machine without one, or
+    float16 autocast on the CPU, is an error that says what to pass instead.
+    """
+    acc = str(cfg.accelerator)
+    has_gpu = torch.cuda.is_available()
+    if acc in ("gpu", "cuda") and not has_gpu:
+        raise ConfigError(f"accelerator={acc} but no CUDA GPU is visible on this machine: pass "
+                          "accelerator=auto (the GPU when there is one, else the CPU) or "
+                          "accelerator=cpu")
+    gpu = acc in ("gpu", "cuda") or (acc == "auto" and has_gpu)
+    cfg.accelerator = "gpu" if gpu else "cpu"
+    precision = str(cfg.precision)
+    if precision == "auto":
+        precision = ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if gpu \
+            else "32-true"
+    if not gpu and precision in ("16", "16-mixed", "16-true"):
+        raise ConfigError(f"precision={cfg.precision} needs a GPU (float16 autocast); on the CPU "
+                          "use precision=auto, 32 or bf16-mixed")
+    cfg.precision = precision
+    if cfg.devices in ("auto", -1, "-1"):
+        cfg.devices = 1
+
+
 def _check_augmentations(cfg: DictConfig) -> None:
-    augs = select(cfg, "augmentations")
-    if not isinstance(augs, ListConfig) or len(augs) == 0:
+    augs = cfg.augmentations
+    if len(augs) == 0:
         raise ConfigError("config: 'augmentations' must be a non-empty list of crop recipes")
     for i, aug in enumerate(augs):
-        size = select(aug, "crop_size")
-        if size is None:
-            raise ConfigError(f"augmentations[{i}]: missing required key 'crop_size'")
-        if not MIN_CROP_SIZE <= int(size) <= MAX_CROP_SIZE:
-            raise ConfigError(
-                f"augmentations[{i}].crop_size={size} is outside the supported range "
-                f"[{MIN_CROP_SIZE}, {MAX_CROP_SIZE}]"
-            )
-        if int(select(aug, "num_crops", 1)) < 1:
-            raise ConfigError(f"augmentations[{i}].num_crops must be at least 1")
+        if aug.rrc.crop_min_scale > aug.rrc.crop_max_scale:
+            raise ConfigError(f"augmentations[{i}].rrc: crop_min_scale={aug.rrc.crop_min_scale} "
+                              f"is above crop_max_scale={aug.rrc.crop_max_scale}")
+        blur = aug.gaussian_blur
+        if blur.sigma_min > blur.sigma_max:
+            raise ConfigError(f"augmentations[{i}].gaussian_blur: sigma_min={blur.sigma_min} is "
+                              f"above sigma_max={blur.sigma_max}")
     big = int(augs[0].crop_size)
-    large = sum(int(select(a, "num_crops", 1)) for a in augs if int(a.crop_size) == big)
-    small = sum(int(select(a, "num_crops", 1)) for a in augs if int(a.crop_size) != big)
-    cfg.data.num_large_crops = large
-    cfg.data.num_small_crops = small
+    cfg.data.num_large_crops = sum(int(a.num_crops) for a in augs if int(a.crop_size) == big)
+    cfg.data.num_small_crops = sum(int(a.num_crops) for a in augs if int(a.crop_size) != big)
 
 
-def check_optimizer(cfg: DictConfig, min_batch: int = 1) -> None:
-    """A known optimizer name (normalised to lower case) and a usable batch size."""
-    name = str(require(cfg, "optimizer.name")).lower()
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r}: choose one of {list(OPTIMIZERS)}")
-    cfg.optimizer.name = name
-    batch_size = int(require(cfg, "optimizer.batch_size"))
-    if batch_size < min_batch:
-        raise ConfigError(f"optimizer.batch_size={batch_size} must be at least {min_batch}")
+def check_dataset(cfg: DictConfig) -> str:
+    """The canonical dataset name (aliases such as ``imagenet-100`` accepted)."""
+    dataset = canonical_dataset(cfg.data.dataset)
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg.data.dataset!r}: choose one of "
+                          f"{sorted(DATASETS)}" + closest(str(cfg.data.dataset), list(DATASETS)))
+    cfg.data.dataset = dataset
+    return dataset
+
+
+def check_optimizer_kwargs(cfg: DictConfig) -> None:
+    """Builds the optimizer once on a dummy parameter, so a misspelt ``optimizer.kwargs`` key is
+    reported now rather than after the run folder exists."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from ..utils.optim import build_optimizer
+
+    kwargs = OmegaConf.to_container(cfg.optimizer.kwargs, resolve=True) or {}
+    param = torch.nn.Parameter(torch.zeros(1))
+    try:
+        build_optimizer(cfg.optimizer.name, [{"params": [param]}], 0.1, 0.0, kwargs)
+    except TypeError as exc:
+        bad = str(exc).split("'")[1] if "'" in str(exc) else ""
+        cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam,
+               "adamw": torch.optim.AdamW}.get(cfg.optimizer.name)
+        known = list(inspect.signature(cls).parameters) if cls else []
+        raise ConfigError(f"optimizer.kwargs: {cfg.optimizer.name} takes no argument {bad!r}"
+                          + closest(bad, known, "optimizer.kwargs")) from None
+    except ValueError as exc:
+        raise ConfigError(f"optimizer.kwargs: {exc}") from None
 
 
 def parse_pretrain_cfg(cfg: DictConfig) -> DictConfig:
-    """Fills solo-learn's defaults, scales the learning rates and validates the config."""
+    """The validated, completed config with scaled learning rates (the caller's is not changed)."""
     from ..methods import METHODS
 
-    cfg = copy.deepcopy(cfg)  # never mutate the caller's config
-    OmegaConf.set_struct(cfg, False)
-    method = require(cfg, "method")
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}: choose one of {sorted(METHODS)}")
+    given = copy.deepcopy(cfg)
+    method = select(cfg, "method")
+    if method is not None and method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}: choose one of {sorted(METHODS)}"
+                          + closest(str(method), sorted(METHODS)))
+    cfg = validate(cfg, PretrainConfig)
+    report_ignored(cfg, given)
 
-    # backbone
-    require(cfg, "backbone.name")
-    _default(cfg, "backbone.kwargs", {})
-
-    # data
-    dataset = canonical_dataset(require(cfg, "data.dataset"))
-    if dataset not in DATASETS:
-        raise ConfigError(
-            f"unknown dataset {cfg.data.dataset!r}: choose one of {sorted(DATASETS)}"
-        )
-    cfg.data.dataset = dataset
-    require(cfg, "data.train_path")
-    _default(cfg, "data.val_path", None)
-    _default(cfg, "data.format", "image_folder")
-    if cfg.data.format not in ("image_folder", "dali"):
-        raise ConfigError(f"data.format={cfg.data.format!r}: use 'image_folder' or 'dali'")
-    _default(cfg, "data.num_workers", 4)
-    _default(cfg, "data.no_labels", False)
-    _default(cfg, "data.fraction", -1)
-    _default(cfg, "data.download", False)
-    _default(cfg, "data.skip_corrupt", False)
-    _default(cfg, "data.verify", False)
+    dataset = check_dataset(cfg)
     fraction = float(cfg.data.fraction)
     if fraction != -1 and not 0 < fraction <= 1:
         raise ConfigError(f"data.fraction={fraction} must be in (0, 1] or -1 for all data")
+    if isinstance(cfg.data.verify, bool):  # solo-mixmask 0.x spelling
+        cfg.data.verify = "full" if cfg.data.verify else "none"
     info = DATASETS[dataset]
     if info.num_classes is not None:
         cfg.data.num_classes = info.num_classes
     _check_augmentations(cfg)
 
-    # optimisation
-    check_optimizer(cfg, min_batch=2)
-    name, batch_size = cfg.optimizer.name, int(cfg.optimizer.batch_size)
-    require(cfg, "optimizer.lr")
-    _default(cfg, "optimizer.classifier_lr", 0.1)
-    _default(cfg, "optimizer.weight_decay", 0.0)
-    _default(cfg, "optimizer.kwargs", {})
-    _default(cfg, "optimizer.exclude_bias_n_norm_wd", False)
-    if name in ("sgd", "lars"):
-        _default(cfg, "optimizer.kwargs.momentum", 0.9)
-    if name == "lars":
-        _default(cfg, "optimizer.kwargs.eta", 1e-3)
-        _default(cfg, "optimizer.kwargs.clip_lr", False)
-        _default(cfg, "optimizer.kwargs.exclude_bias_n_norm", False)
-    _default(cfg, "scheduler.name", "warmup_cosine")
-    if cfg.scheduler.name not in SCHEDULERS:
-        raise ConfigError(
-            f"unknown scheduler {cfg.scheduler.name!r}: choose one of {list(SCHEDULERS)}"
-        )
-    _default(cfg, "scheduler.warmup_epochs", 10)
-    _default(cfg, "scheduler.warmup_start_lr", 3e-5)
-    _default(cfg, "scheduler.min_lr", 0.0)
-    _default(cfg, "scheduler.lr_decay_steps", None)
-    _default(cfg, "scheduler.gamma", 0.1)
-    _default(cfg, "scheduler.interval", "step")
+    cfg.optimizer.name = str(cfg.optimizer.name).lower()
+    if int(cfg.optimizer.batch_size) < 2:
+        raise ConfigError(f"optimizer.batch_size={cfg.optimizer.batch_size} must be at least 2")
+    if cfg.optimizer.name in ("sgd", "lars") and "momentum" not in cfg.optimizer.kwargs:
+        cfg.optimizer.kwargs.momentum = 0.9
+    if cfg.optimizer.name == "lars":
+        for key, value in (("eta", 1e-3), ("clip_lr", False), ("exclude_bias_n_norm", False)):
+            cfg.optimizer.kwargs.setdefault(key, value)
+    check_optimizer_kwargs(cfg)
     if cfg.scheduler.name == "step" and not cfg.scheduler.lr_decay_steps:
         raise ConfigError("scheduler 'step' needs scheduler.lr_decay_steps (a list of epochs)")
 
-    # Lightning
-    _default(cfg, "max_epochs", 100)
-    _default(cfg, "devices", 1)
-    _default(cfg, "num_nodes", 1)
-    _default(cfg, "accelerator", "auto")
-    _default(cfg, "strategy", "auto")
-    _default(cfg, "precision", 32)
-    _default(cfg, "sync_batchnorm", False)
-    _default(cfg, "accumulate_grad_batches", 1)
-    _default(cfg, "seed", 5)
-    _default(cfg, "resume_from_checkpoint", None)
-    _default(cfg, "name", f"{method}-{dataset}")
-
-    # momentum (EMA) schedule
-    _default(cfg, "momentum.base_tau", 0.99)
-    _default(cfg, "momentum.final_tau", 1.0)
-    _default(cfg, "momentum.classifier", False)
-
-    # monitoring, checkpoints, logging
-    _default(cfg, "knn_eval.enabled", False)
-    _default(cfg, "knn_eval.k", 20)
-    _default(cfg, "knn_eval.T", 0.07)
-    _default(cfg, "knn_eval.distance_func", "euclidean")
-    _default(cfg, "knn_eval.bank", "crops")
-    _default(cfg, "knn_eval.frequency", 1)
-    if cfg.knn_eval.distance_func not in ("euclidean", "cosine"):
-        raise ConfigError("knn_eval.distance_func must be 'euclidean' or 'cosine'")
-    if cfg.knn_eval.bank not in ("crops", "clean"):
-        raise ConfigError("knn_eval.bank must be 'crops' (solo-learn) or 'clean'")
-    _default(cfg, "checkpoint.enabled", True)
-    _default(cfg, "checkpoint.dir", "trained_models")
-    _default(cfg, "checkpoint.frequency", 1)
-    _default(cfg, "checkpoint.keep_prev", False)
-    _default(cfg, "auto_resume.enabled", False)
-    _default(cfg, "auto_resume.max_hours", 36)
-    _default(cfg, "wandb.enabled", False)
-    _default(cfg, "wandb.project", "solo-mixmask")
-    _default(cfg, "wandb.entity", None)
-    _default(cfg, "wandb.offline", False)
-    _default(cfg, "tensorboard.enabled", False)
-    _default(cfg, "performance.channels_last", "auto")
+    resolve_hardware(cfg)
+    if cfg.name is None:
+        cfg.name = f"{method}-{dataset}"
     if cfg.performance.channels_last == "auto":
         # channels_last wins on GPUs and, measured, on the CPU too (docs/speed.md)
         cfg.performance.channels_last = True
-    _default(cfg, "performance.compile", False)
-    _default(cfg, "performance.pin_memory", "auto")
-    _default(cfg, "performance.persistent_workers", True)
-    _default(cfg, "performance.prefetch_factor", 2)
-    _default(cfg, "performance.disable_channel_last", False)
-    _default(cfg, "dali.device", "auto")
-    _default(cfg, "dali.threads", None)
+    if bool(cfg.knn_eval.enabled) and cfg.knn_eval.bank == "clean" and (
+            cfg.data.val_path is None or cfg.data.no_labels):
+        raise ConfigError("knn_eval.bank='clean' needs data.val_path with labels")
 
     # linear lr scaling by the total batch size (solo-learn's convention); a parsed config (such
     # as a run's args.json) records its scale and is not scaled twice
-    if select(cfg, "optimizer.lr_scale") is None:
-        scale = batch_size * world_size(cfg) / 256
+    if cfg.optimizer.lr_scale is None:
+        scale = int(cfg.optimizer.batch_size) * world_size(cfg) / 256
         cfg.optimizer.lr = float(cfg.optimizer.lr) * scale
         cfg.optimizer.classifier_lr = float(cfg.optimizer.classifier_lr) * scale
         cfg.optimizer.lr_scale = scale
 
-    _default(cfg, "method_kwargs", {})
     METHODS[method].add_and_assert_specific_cfg(cfg)
-    for key in ("optimizer.lr", "optimizer.classifier_lr"):
-        if not math.isfinite(float(select(cfg, key))) or float(select(cfg, key)) < 0:
-            raise ConfigError(f"{key} must be a non-negative number")
     return cfg

@@ -23,7 +23,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ..config.loading import select
 
-Transform = Callable[[torch.Tensor], torch.Tensor]
+Transform = Callable[..., torch.Tensor]
 BICUBIC = v2.InterpolationMode.BICUBIC
 
 
@@ -33,13 +33,16 @@ def blur_kernel(crop_size: int) -> int:
     return k if k % 2 else k + 1
 
 
-def _coin(p: float) -> bool:
-    """v2's ``RandomApply`` test, on torch's generator (so DataLoader workers differ)."""
-    return p >= 1.0 or (p > 0.0 and float(torch.rand(1)) < p)
+Generator = Optional[torch.Generator]
 
 
-def _uniform(lo: float, hi: float) -> float:
-    return float(torch.empty(1).uniform_(lo, hi))
+def _coin(p: float, g: Generator = None) -> bool:
+    """v2's ``RandomApply`` test, on ``g`` (the sample's own stream) or torch's global one."""
+    return p >= 1.0 or (p > 0.0 and float(torch.rand(1, generator=g)) < p)
+
+
+def _uniform(lo: float, hi: float, g: Generator = None) -> float:
+    return float(torch.empty(1).uniform_(lo, hi, generator=g))
 
 
 # ------------------------------------------------------------------------------------------- kernels
@@ -103,20 +106,22 @@ class RandomResizedCrop:
     """v2.RandomResizedCrop's crop draw (10 tries, then the central fallback), bicubic+antialias."""
 
     def __init__(self, size: int, scale: tuple[float, float],
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                 interpolation: str = "bicubic") -> None:
         self.size, self.scale, self.ratio = size, scale, ratio
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+        self.interpolation = v2.InterpolationMode(interpolation)
 
-    def params(self, height: int, width: int) -> tuple[int, int, int, int]:
+    def params(self, height: int, width: int, g: Generator = None) -> tuple[int, int, int, int]:
         area = height * width
         for _ in range(10):
-            target = area * _uniform(*self.scale)
-            aspect = math.exp(_uniform(*self.log_ratio))
+            target = area * _uniform(*self.scale, g)
+            aspect = math.exp(_uniform(*self.log_ratio, g))
             w = int(round(math.sqrt(target * aspect)))
             h = int(round(math.sqrt(target / aspect)))
             if 0 < w <= width and 0 < h <= height:
-                top = int(torch.randint(0, height - h + 1, size=(1,)))
-                left = int(torch.randint(0, width - w + 1, size=(1,)))
+                top = int(torch.randint(0, height - h + 1, size=(1,), generator=g))
+                left = int(torch.randint(0, width - w + 1, size=(1,), generator=g))
                 return top, left, h, w
         in_ratio = width / height
         if in_ratio < self.ratio[0]:
@@ -127,20 +132,21 @@ class RandomResizedCrop:
             w, h = width, height
         return (height - h) // 2, (width - w) // 2, h, w
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        top, left, h, w = self.params(*img.shape[-2:])
+    def __call__(self, img: torch.Tensor, g: Generator = None) -> torch.Tensor:
+        top, left, h, w = self.params(*img.shape[-2:], g)
         return F.resized_crop(img, top, left, h, w, [self.size, self.size],
-                              interpolation=BICUBIC, antialias=True)
+                              interpolation=self.interpolation, antialias=True)
 
     def __repr__(self) -> str:
-        return f"RandomResizedCrop(size={self.size}, scale={self.scale})"
+        return (f"RandomResizedCrop(size={self.size}, scale={self.scale}, "
+                f"{self.interpolation.value})")
 
 
 class ResizeCenterCrop:
     def __init__(self, size: int) -> None:
         self.size = size
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+    def __call__(self, img: torch.Tensor, g: Generator = None) -> torch.Tensor:
         img = F.resize(img, [self.size], interpolation=BICUBIC, antialias=True)
         return F.center_crop(img, [self.size, self.size])
 
@@ -164,11 +170,11 @@ class ColorJitter:
         self.ranges = (_jitter_range(brightness, 1.0, True), _jitter_range(contrast, 1.0, True),
                        _jitter_range(saturation, 1.0, True), _jitter_range(hue, 0.0, False))
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        if not _coin(self.p):
+    def __call__(self, img: torch.Tensor, g: Generator = None) -> torch.Tensor:
+        if not _coin(self.p, g):
             return img
-        order = torch.randperm(4).tolist()
-        factors = [None if r is None else _uniform(*r) for r in self.ranges]
+        order = torch.randperm(4, generator=g).tolist()
+        factors = [None if r is None else _uniform(*r, g) for r in self.ranges]
         for i in order:
             f = factors[i]
             if f is None:
@@ -193,8 +199,8 @@ class RandomOp:
     def __init__(self, name: str, p: float, fn: Transform) -> None:
         self.name, self.p, self.fn = name, p, fn
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        return self.fn(img) if _coin(self.p) else img
+    def __call__(self, img: torch.Tensor, g: Generator = None) -> torch.Tensor:
+        return self.fn(img) if _coin(self.p, g) else img
 
     def __repr__(self) -> str:
         return f"{self.name}(p={self.p})"
@@ -206,10 +212,10 @@ class GaussianBlur:
     def __init__(self, p: float, kernel_size: int, sigma: tuple[float, float]) -> None:
         self.p, self.kernel_size, self.sigma = p, kernel_size, sigma
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        if not _coin(self.p):
+    def __call__(self, img: torch.Tensor, g: Generator = None) -> torch.Tensor:
+        if not _coin(self.p, g):
             return img
-        return gaussian_blur(img, self.kernel_size, _uniform(*self.sigma))
+        return gaussian_blur(img, self.kernel_size, _uniform(*self.sigma, g))
 
     def __repr__(self) -> str:
         return f"GaussianBlur(p={self.p}, kernel={self.kernel_size}, sigma={self.sigma})"
@@ -235,7 +241,7 @@ class Normalize:
         s = torch.tensor([float(v) for v in std]).view(-1, 1, 1)
         self.scale, self.shift = 1.0 / (255.0 * s), m / s
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+    def __call__(self, img: torch.Tensor, g: Generator = None) -> torch.Tensor:
         return img.to(torch.float32).mul_(self.scale).sub_(self.shift)
 
     def __repr__(self) -> str:
@@ -243,14 +249,15 @@ class Normalize:
 
 
 class Compose:
-    """Applies ops in order (no per-call input inspection, unlike v2.Compose)."""
+    """Applies ops in order (no per-call input inspection, unlike v2.Compose), each drawing from
+    the sample's generator ``g`` (None: torch's global one)."""
 
     def __init__(self, ops: Sequence[Transform]) -> None:
         self.ops = list(ops)
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+    def __call__(self, img: torch.Tensor, g: Generator = None) -> torch.Tensor:
         for op in self.ops:
-            img = op(img)
+            img = op(img, g)
         return img
 
     def __repr__(self) -> str:
@@ -265,7 +272,9 @@ def build_crop_transform(aug: DictConfig, mean: Sequence[float],
     ops: list[Transform] = []
     if select(aug, "rrc.enabled", True):
         ops.append(RandomResizedCrop(size, (float(select(aug, "rrc.crop_min_scale", 0.08)),
-                                            float(select(aug, "rrc.crop_max_scale", 1.0)))))
+                                            float(select(aug, "rrc.crop_max_scale", 1.0))),
+                                     interpolation=str(select(aug, "rrc.interpolation",
+                                                              "bicubic"))))
     else:
         ops.append(ResizeCenterCrop(size))
     p = float(select(aug, "color_jitter.prob", 0.0))
@@ -301,8 +310,8 @@ class MultiCrop:
     def __init__(self, recipes: Sequence[tuple[Transform, int]]) -> None:
         self.recipes = list(recipes)
 
-    def __call__(self, img: torch.Tensor) -> list[torch.Tensor]:
-        return [t(img) for t, n in self.recipes for _ in range(n)]
+    def __call__(self, img: torch.Tensor, g: Generator = None) -> list[torch.Tensor]:
+        return [t(img, g) for t, n in self.recipes for _ in range(n)]
 
     def __repr__(self) -> str:
         return "\n".join(f"{n} x {t}" for t, n in self.recipes)

@@ -32,8 +32,8 @@ from omegaconf import DictConfig
 from ..config.loading import select
 from ..errors import ConfigError, DataError
 from .augmentations import blur_kernel
-from .datasets import ImageList, fraction_indices, scan_image_folder, verify_images
-from .loaders import dataset_stats
+from .datasets import ImageList, fraction_indices, scan_image_folder
+from .loaders import check_images, dataset_stats
 
 DALI_MISSING = "data.format=dali needs NVIDIA DALI: pip install 'solo-mixmask[dali]'"
 
@@ -68,6 +68,7 @@ class CropRecipe:
     num_crops: int
     rrc: bool
     scale: tuple[float, float]
+    interpolation: str
     jitter_prob: float
     brightness: float
     contrast: float
@@ -89,6 +90,7 @@ class CropRecipe:
             size=int(aug.crop_size), num_crops=int(select(aug, "num_crops", 1)),
             rrc=bool(select(aug, "rrc.enabled", True)),
             scale=(f("rrc.crop_min_scale", 0.08), f("rrc.crop_max_scale", 1.0)),
+            interpolation=str(select(aug, "rrc.interpolation", "bicubic")),
             jitter_prob=f("color_jitter.prob", 0.0), brightness=f("color_jitter.brightness", 0.4),
             contrast=f("color_jitter.contrast", 0.4), saturation=f("color_jitter.saturation", 0.2),
             hue=f("color_jitter.hue", 0.1), gray_prob=f("grayscale.prob", 0.0),
@@ -194,7 +196,8 @@ def _crop(images: Any, r: CropRecipe, mean: Sequence[float], std: Sequence[float
     if r.rrc:
         x = fn.random_resized_crop(images, size=(r.size, r.size), random_area=r.scale,
                                    random_aspect_ratio=(3 / 4, 4 / 3), num_attempts=10,
-                                   interp_type=types.INTERP_CUBIC, antialias=True)
+                                   interp_type=types.INTERP_CUBIC if r.interpolation == "bicubic"
+                                   else types.INTERP_LINEAR, antialias=True)
     else:
         x = fn.resize(images, resize_shorter=r.size, interp_type=types.INTERP_CUBIC,
                       antialias=True)
@@ -352,13 +355,11 @@ def build_dali_pretrain_loader(cfg: DictConfig, gpu: bool) -> DALIPretrainLoader
     import_dali()
     device = resolve_device(cfg, gpu)
     images = scan_image_folder(cfg.data.train_path, no_labels=bool(cfg.data.no_labels))
-    keep = np.arange(len(images))
-    if bool(select(cfg, "data.verify", False)):
-        bad = set(verify_images(images.paths))
-        if bad and not select(cfg, "data.skip_corrupt", False):
-            raise DataError(f"cannot read image {sorted(bad)[0]} ({len(bad)} unreadable files in "
-                            f"{cfg.data.train_path}; set data.skip_corrupt=true to skip them)")
-        keep = np.array([i for i, p in enumerate(images.paths) if p not in bad], dtype=np.int64)
+    checked = check_images(images, str(cfg.data.train_path),
+                           str(select(cfg, "data.verify", "quick")),
+                           bool(select(cfg, "data.skip_corrupt", False)))
+    good = set(checked.paths)
+    keep = np.array([i for i, p in enumerate(images.paths) if p in good], dtype=np.int64)
     fraction = float(cfg.data.fraction)
     if 0 < fraction < 1:
         keep = keep[fraction_indices([images.targets[i] for i in keep], fraction,

@@ -10,13 +10,14 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .sampling import sample_generator
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 
@@ -147,10 +148,13 @@ class ImageDataset(Dataset):
                               stacklevel=2)
         raise DataError("no readable image in the dataset")
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: Any):
+        """``key``: an index, or ``(sample_seed, index)`` from ``EpochSampler`` (the crops are then
+        drawn from the sample's own generator)."""
+        index, g = sample_generator(key)
         img = self.load(index)
         if self.transform is not None:
-            img = self.transform(img)
+            img = self.transform(img, g) if g is not None else self.transform(img)
         target = self.images.targets[index]
         return (index, img, target) if self.with_index else (img, target)
 
@@ -169,10 +173,11 @@ class TorchvisionDataset(Dataset):
             else:
                 cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
                 self.ds = cls(root, train=train, download=download)
-        except RuntimeError as exc:
+        except RuntimeError:
             raise DataError(
-                f"{name} not found under {root} ({exc}); set data.download=true to fetch it or "
-                "point the path at an ImageFolder tree"
+                f"{root} has no class folders and no torchvision {name} files: point the path at "
+                f"an ImageFolder tree (one sub-folder per class), or set data.download=true to "
+                f"fetch {name} there"
             ) from None
         self.transform = transform
         self.with_index = with_index
@@ -184,13 +189,14 @@ class TorchvisionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: Any):
         from torchvision.transforms.v2.functional import pil_to_tensor
 
+        index, g = sample_generator(key)
         img, target = self.ds[index]
         img = pil_to_tensor(img.convert("RGB"))
         if self.transform is not None:
-            img = self.transform(img)
+            img = self.transform(img, g) if g is not None else self.transform(img)
         return (index, img, int(target)) if self.with_index else (img, int(target))
 
 
@@ -199,12 +205,52 @@ def has_class_folders(path: str | os.PathLike) -> bool:
     return p.is_dir() and any(e.is_dir() and not e.name.startswith(".") for e in p.iterdir())
 
 
-def verify_images(paths: Sequence[str]) -> list[str]:
-    """Fully decodes every file; returns the unreadable ones (an opt-in scan before training)."""
-    bad = []
-    for path in paths:
+#: leading bytes of the image formats the decoders read
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF8", b"II*\x00", b"MM\x00*", b"P5",
+          b"P6", b"P3", b"P2")
+
+
+def header_problem(path: str) -> Optional[str]:
+    """Why a file is not a readable image judging from its first and last bytes, or None.
+
+    Checks that the file opens, starts with a known image signature (JPEG, PNG, BMP, GIF, TIFF,
+    PPM/PGM, WebP) and, for a JPEG, ends with the end-of-image marker (a truncated download or
+    copy loses it). Two small reads per file: cheap enough to run before every training start.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64))
+            tail = f.read().rstrip(b"\x00")
+    except OSError as exc:
+        return f"cannot open: {exc.strerror or exc}"
+    if size == 0:
+        return "empty file"
+    webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    if not webp and not head.startswith(_MAGIC):
+        return "not an image (unknown file signature)"
+    if head.startswith(b"\xff\xd8\xff") and not tail.endswith(b"\xff\xd9"):
+        return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def verify_images(paths: Sequence[str], full: bool = True) -> list[tuple[str, str]]:
+    """``(path, problem)`` of every unreadable file: ``full`` decodes each image, else only the
+    header and end checks of ``header_problem`` run (threads: the work is file I/O)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def problem(path: str) -> Optional[str]:
+        if not full:
+            return header_problem(path)
         try:
             decode_image(path)
-        except Exception:  # noqa: BLE001
-            bad.append(path)
-    return bad
+        except Exception as exc:  # noqa: BLE001 - any decoder failure
+            return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None
+
+    workers = min(16, (os.cpu_count() or 1) * 4) if not full else (os.cpu_count() or 1)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        found = list(pool.map(problem, paths, chunksize=256))
+    return [(p, why) for p, why in zip(paths, found) if why is not None]

@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from ..config.loading import select
 from ..errors import DataError
 from .augmentations import build_eval_transform, build_pretrain_transform
 from .datasets import (
+    IMG_EXTENSIONS,
     ImageDataset,
+    ImageList,
     TorchvisionDataset,
     fraction_indices,
     has_class_folders,
@@ -21,6 +23,7 @@ from .datasets import (
     verify_images,
 )
 from .info import DATASETS
+from .sampling import EpochSampler, ResumableLoader
 
 
 def dataset_stats(cfg: DictConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -43,20 +46,41 @@ def build_dataset(cfg: DictConfig, path: str, train: bool, transform: Optional[C
         if Path(path).is_dir() and not any(Path(path).iterdir()):
             raise DataError(f"data path is empty: {path}")
     if DATASETS[name].torchvision and not no_labels and not has_class_folders(path):
+        loose = Path(path).is_dir() and any(p.suffix.lower() in IMG_EXTENSIONS
+                                            for p in Path(path).iterdir())
+        if loose:
+            raise DataError(f"{path} holds images but no class folders: use data.no_labels=true "
+                            "or one sub-folder per class")
         return TorchvisionDataset(name, path, train, transform, bool(cfg.data.download),
                                   with_index=with_index)
     images = scan_image_folder(path, no_labels=no_labels)
-    if bool(select(cfg, "data.verify", False)):
-        bad = verify_images(images.paths)
-        if bad:
-            if not select(cfg, "data.skip_corrupt", False):
-                raise DataError(f"cannot read image {bad[0]} ({len(bad)} unreadable files in "
-                                f"{path}; set data.skip_corrupt=true to skip them)")
-            warnings.warn(f"skipping {len(bad)} unreadable images in {path}", stacklevel=2)
-            bad_set = set(bad)
-            images = images.subset([i for i, p in enumerate(images.paths) if p not in bad_set])
+    expected = DATASETS[name].num_classes
+    if not no_labels and expected is not None and len(images.classes) != expected:
+        raise DataError(f"label count mismatch: data.dataset={name} has {expected} classes but "
+                        f"{path} has {len(images.classes)} class folders: set data.dataset to "
+                        "the dataset the folder holds (custom for your own)")
+    images = check_images(images, str(path), str(select(cfg, "data.verify", "quick")),
+                          bool(select(cfg, "data.skip_corrupt", False)))
     return ImageDataset(images, transform, skip_corrupt=bool(select(cfg, "data.skip_corrupt")),
                         with_index=with_index)
+
+
+def check_images(images: ImageList, root: str, verify: str, skip_corrupt: bool) -> ImageList:
+    """``data.verify``: ``quick`` (header and end of every file), ``full`` (decode every image) or
+    ``none``. An unreadable file is a DataError naming it, or is left out with ``skip_corrupt``."""
+    if verify in ("none", "False", "false"):
+        return images
+    bad = verify_images(images.paths, full=verify in ("full", "True", "true"))
+    if not bad:
+        return images
+    if not skip_corrupt:
+        path, why = bad[0]
+        more = f"; {len(bad) - 1} more unreadable files in {root}" if len(bad) > 1 else ""
+        raise DataError(f"cannot read image {path}: {why}{more} (data.skip_corrupt=true leaves "
+                        "them out)")
+    warnings.warn(f"skipping {len(bad)} unreadable images in {root}", stacklevel=2)
+    bad_set = {p for p, _ in bad}
+    return images.subset([i for i, p in enumerate(images.paths) if p not in bad_set])
 
 
 def count_classes(cfg: DictConfig) -> int:
@@ -79,24 +103,33 @@ def loader_kwargs(cfg: DictConfig, accelerator_is_gpu: bool) -> dict:
     return kw
 
 
-def build_pretrain_dataset(cfg: DictConfig) -> Dataset:
+def build_pretrain_dataset(cfg: DictConfig) -> tuple[Dataset, list[int]]:
+    """The training dataset and the indices a run trains on (all, or the ``data.fraction``
+    subset)."""
     mean, std = dataset_stats(cfg)
     transform = build_pretrain_transform(cfg.augmentations, mean, std)
     ds = build_dataset(cfg, cfg.data.train_path, True, transform, no_labels=cfg.data.no_labels)
+    indices = list(range(len(ds)))
     fraction = float(cfg.data.fraction)
     if 0 < fraction < 1:
-        ds = Subset(ds, fraction_indices(ds.targets, fraction, seed=int(cfg.seed)).tolist())
-    if len(ds) < cfg.optimizer.batch_size:
+        indices = fraction_indices(ds.targets, fraction, seed=int(cfg.seed)).tolist()
+    if len(indices) < cfg.optimizer.batch_size:
         raise DataError(
-            f"{cfg.data.train_path} has {len(ds)} images, fewer than one batch "
+            f"{cfg.data.train_path} has {len(indices)} images, fewer than one batch "
             f"(optimizer.batch_size={cfg.optimizer.batch_size})"
         )
-    return ds
+    return ds, indices
 
 
-def build_pretrain_loader(cfg: DictConfig, dataset: Dataset, gpu: bool) -> DataLoader:
-    return DataLoader(dataset, batch_size=int(cfg.optimizer.batch_size), shuffle=True,
-                      drop_last=True, **loader_kwargs(cfg, gpu))
+def build_pretrain_loader(cfg: DictConfig, data: tuple[Dataset, list[int]],
+                          gpu: bool) -> ResumableLoader:
+    """Batches of ``[indexes, [crops], targets]`` of ``build_pretrain_dataset``'s dataset and
+    indices; their order and crops depend only on the seed, the epoch and the sample
+    (``sampling.py``), so a resumed run replays the uninterrupted one."""
+    dataset, indices = data
+    sampler = EpochSampler(indices, int(cfg.optimizer.batch_size), seed=int(cfg.seed))
+    return ResumableLoader(dataset, batch_size=int(cfg.optimizer.batch_size), sampler=sampler,
+                           drop_last=True, **loader_kwargs(cfg, gpu))
 
 
 def build_eval_loader(cfg: DictConfig, path: str, train: bool, gpu: bool,

@@ -20,7 +20,9 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-CKPT_RE = re.compile(r"-ep=(\d+)\.ckpt$")
+#: ``-ep=<epoch>.ckpt`` after a complete epoch, ``-ep=<epoch>-step=<step>.ckpt`` when a run was
+#: interrupted inside that epoch
+CKPT_RE = re.compile(r"-ep=(\d+)(?:-step=(\d+))?\.ckpt$")
 
 # keys that may change between a run and its resumption
 _VOLATILE = ("auto_resume", "resume_from_checkpoint", "checkpoint", "devices", "num_nodes",
@@ -57,9 +59,18 @@ def checkpoint_epoch(path: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
+def checkpoint_progress(path: Path) -> tuple[int, int, int]:
+    """Sort key of a run's checkpoints: epoch, then complete epochs after interrupted ones."""
+    m = CKPT_RE.search(path.name)
+    if not m:
+        return (-1, 0, 0)
+    interrupted = m.group(2) is not None
+    return (int(m.group(1)), 0 if interrupted else 1, int(m.group(2) or 0))
+
+
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:
     ckpts = [p for p in run_dir.glob("*.ckpt") if CKPT_RE.search(p.name)]
-    return max(ckpts, key=checkpoint_epoch) if ckpts else None
+    return max(ckpts, key=checkpoint_progress) if ckpts else None
 
 
 def find_resumable(cfg: DictConfig, root: Path, max_hours: float) -> Optional[Path]:
@@ -103,11 +114,14 @@ class Checkpointer(Callback):
         self.keep_prev = keep_prev
         self.last: Optional[Path] = latest_checkpoint(self.run_dir)
 
-    def path_for(self, epoch: int) -> Path:
-        return self.run_dir / f"{self.name}-{self.version}-ep={epoch}.ckpt"
+    def path_for(self, epoch: int, step: Optional[int] = None) -> Path:
+        tail = f"-step={step}" if step is not None else ""
+        return self.run_dir / f"{self.name}-{self.version}-ep={epoch}{tail}.ckpt"
 
-    def save(self, trainer: pl.Trainer) -> Path:
-        path = self.path_for(trainer.current_epoch)
+    def save(self, trainer: pl.Trainer, interrupted: bool = False) -> Path:
+        """Writes the state now (after a complete epoch, or at a batch boundary when
+        ``interrupted``) and removes the previous checkpoint unless ``keep_prev``."""
+        path = self.path_for(trainer.current_epoch, trainer.global_step if interrupted else None)
         tmp = path.with_name(path.name + ".tmp")
         trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:

@@ -7,7 +7,9 @@ run directory is created, so a failed start writes nothing and overwrites nothin
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +22,18 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ..config.loading import select
-from ..config.pretrain import parse_pretrain_cfg
+from ..config.pretrain import parse_pretrain_cfg, world_size
 from ..data.loaders import (
     build_eval_loader,
     build_pretrain_dataset,
     build_pretrain_loader,
     count_classes,
 )
-from ..errors import CheckpointError, ConfigError
+from ..data.sampling import EpochSampler
+from ..errors import CheckpointError, ConfigError, DataError, Interrupted, first_line, one_line
 from ..methods import METHODS
 from .checkpoint import Checkpointer, find_resumable, new_version, write_json_atomic
+from .interrupt import DataPosition, GracefulInterrupt
 from .monitors import KNNMonitor
 from .trainer import trainer_kwargs as trainer_kwargs_for
 from .trainer import uses_gpu
@@ -107,22 +111,98 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Optional[Any]]:
     return cfg, train_loader, val_loader, gpu
 
 
-def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
-             trainer_kwargs: Optional[dict[str, Any]] = None) -> RunResult:
-    """Trains ``cfg.method`` as configured; returns the run directory and last checkpoint."""
-    cfg, train_loader, val_loader, gpu = prepare(cfg)
-    pl.seed_everything(int(cfg.seed), workers=True)
-    model = METHODS[cfg.method](cfg)
+def steps_per_epoch(cfg: DictConfig, loader: Any) -> int:
+    """Optimizer steps per epoch on each rank, as Lightning counts them (``limit_train_batches``
+    and gradient accumulation included), from the config rather than from the live loader."""
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, EpochSampler):
+        per_rank = math.ceil(len(sampler.indices) / world_size(cfg))
+        batches = per_rank // int(cfg.optimizer.batch_size)
+    else:
+        batches = len(loader)
+    limit = select(cfg, "limit_train_batches")
+    if isinstance(limit, float) and limit <= 1.0:
+        batches = int(batches * limit)
+    elif limit is not None:
+        batches = min(batches, int(limit))
+    return max(1, math.ceil(batches / int(cfg.accumulate_grad_batches)))
+
+
+def build_model(cfg: DictConfig) -> pl.LightningModule:
+    """The method's module; a constructor that rejects its arguments is a config error."""
+    try:
+        model = METHODS[cfg.method](cfg)
+    except TypeError as exc:
+        raise ConfigError(f"cannot build {cfg.method} with backbone {cfg.backbone.name} "
+                          f"{dict(cfg.backbone.kwargs)}: {exc}") from None
     if model.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def check_resumable(path: Path, model: pl.LightningModule, cfg: DictConfig) -> Optional[dict]:
+    """Refuses a checkpoint of another method or architecture before any folder is created;
+    returns the data position it stored (None for checkpoints without one)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure
+        raise CheckpointError(f"resume_from_checkpoint: cannot read {path}: "
+                              f"{first_line(exc)}") from None
+    stored = ckpt.get("cfg") if isinstance(ckpt, dict) else None
+    weights = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"resume_from_checkpoint: {path} is not a training checkpoint of "
+                              "this package (no state_dict)")
+    method = (stored or {}).get("method")
+    if method is not None and method != cfg.method:
+        raise CheckpointError(f"resume_from_checkpoint: {path} is a {method} run; this config "
+                              f"trains {cfg.method}")
+    own = model.state_dict()
+    for key, value in own.items():
+        theirs = weights.get(key)
+        if theirs is None:
+            raise CheckpointError(f"resume_from_checkpoint: {path} does not match this model "
+                                  f"(it has no '{key}')")
+        if tuple(theirs.shape) != tuple(value.shape):
+            raise CheckpointError(
+                f"resume_from_checkpoint: {path} does not match this model: '{key}' is "
+                f"{list(theirs.shape)} there, {list(value.shape)} here (another backbone, width "
+                "or head size)")
+    extra = next((k for k in weights if k not in own), None)
+    if extra is not None:
+        raise CheckpointError(f"resume_from_checkpoint: {path} does not match this model (it has "
+                              f"'{extra}', which this model lacks)")
+    loader_states = (((ckpt.get("loops") or {}).get("fit_loop") or {}).get("state_dict")
+                     or {}).get("combined_loader") or []
+    return loader_states[0] if loader_states else None
+
+
+def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
+             trainer_kwargs: Optional[dict[str, Any]] = None) -> RunResult:
+    """Trains ``cfg.method`` as configured; returns the run directory and last checkpoint.
+
+    Bad input fails before the run directory exists; a run that fails before its first optimizer
+    step removes the directory it created; Ctrl-C saves the state and raises ``Interrupted``.
+    """
+    cfg, train_loader, val_loader, gpu = prepare(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    model = build_model(cfg)
+    model.total_steps = steps_per_epoch(cfg, train_loader) * int(cfg.max_epochs)
     if bool(select(cfg, "performance.compile", False)):
         model.backbone = torch.compile(model.backbone)  # type: ignore[assignment]
     ckpt_path = _resume_path(cfg)
+    position = check_resumable(ckpt_path, model, cfg) if ckpt_path is not None else None
 
+    first: list[Callback] = []
+    sampler = getattr(train_loader, "sampler", None)
+    if isinstance(sampler, EpochSampler):
+        first.append(DataPosition(sampler))
+        if position is not None:
+            # Lightning restores a loader's state only inside an epoch, and creates the first
+            # iterator before it sets the epoch: give the sampler its place now
+            sampler.load_state_dict(position)
     extra: list[Callback] = []
     if bool(cfg.knn_eval.enabled) and cfg.knn_eval.bank == "clean":
-        if val_loader is None:
-            raise ConfigError("knn_eval.bank='clean' needs data.val_path with labels")
         bank = build_eval_loader(cfg, str(cfg.data.train_path), train=True, gpu=gpu)
         extra.append(KNNMonitor(bank, val_loader, int(cfg.data.num_classes), int(cfg.knn_eval.k),
                                 float(cfg.knn_eval.T), str(cfg.knn_eval.distance_func),
@@ -138,8 +218,15 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
         run_dir = root / version
     is_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(
         os.environ.get("NODE_RANK", "0")) == 0
+    # the topmost folder this run creates (removed again if the run never takes a step)
+    created = next((p for p in reversed(run_dir.parents) if not p.exists()), None) \
+        or (run_dir if not run_dir.exists() else None)
     if is_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"checkpoint.dir={cfg.checkpoint.dir}: cannot create {run_dir} "
+                              f"({exc.strerror or exc})") from None
         args_file = run_dir / "args.json"
         if not args_file.exists():
             args = OmegaConf.to_container(cfg, resolve=True)
@@ -147,23 +234,49 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
     if ckpt_path is not None:
         print(f"Resuming from {ckpt_path}")
 
-    all_callbacks: list[Callback] = list(extra)
+    all_callbacks: list[Callback] = first + list(extra)
     if bool(select(cfg, "enable_progress_bar", True)):
-        all_callbacks.insert(0, TQDMProgressBar(refresh_rate=1))
+        all_callbacks.insert(len(first), TQDMProgressBar(refresh_rate=1))
+    checkpointer = None
     if bool(cfg.checkpoint.enabled):
-        all_callbacks.append(Checkpointer(run_dir, cfg.name, version, cfg.checkpoint.frequency,
-                                          bool(cfg.checkpoint.keep_prev)))
+        checkpointer = Checkpointer(run_dir, cfg.name, version, cfg.checkpoint.frequency,
+                                    bool(cfg.checkpoint.keep_prev))
+        all_callbacks.append(checkpointer)
+    interrupt = GracefulInterrupt(checkpointer)
+    all_callbacks.append(interrupt)
     all_callbacks += list(callbacks)
 
     kwargs = trainer_kwargs_for(cfg, run_dir, all_callbacks, _loggers(cfg, run_dir))
     kwargs.update(trainer_kwargs or {})
     trainer = pl.Trainer(**kwargs)
-    trainer.fit(model, train_loader, val_loader, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    try:
+        trainer.fit(model, train_loader, val_loader,
+                    ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except Interrupted:
+        raise
+    except SystemExit:
+        if not interrupt.stopped_at_once:
+            raise
+        last = checkpointer.last if checkpointer is not None else None
+        if created and is_zero and int(trainer.global_step) == 0:
+            shutil.rmtree(created, ignore_errors=True)
+            last = None
+        raise Interrupted(last, trainer.current_epoch, trainer.global_step,
+                          saved_now=False) from None
+    except DataError as exc:
+        last = checkpointer.last if checkpointer is not None else None
+        where = f"last checkpoint: {last}" if last else "no checkpoint was written yet"
+        if created and is_zero and int(trainer.global_step) == 0:
+            shutil.rmtree(created, ignore_errors=True)
+            where = "nothing was kept"
+        raise DataError(f"{one_line(exc)} (stopped at epoch {trainer.current_epoch}, step "
+                        f"{trainer.global_step}; {where})") from None
+    except BaseException:
+        if created and is_zero and int(trainer.global_step) == 0:
+            shutil.rmtree(created, ignore_errors=True)  # nothing of value was written
+        raise
 
-    last = None
-    for cb in all_callbacks:
-        if isinstance(cb, Checkpointer):
-            last = cb.last
+    last = checkpointer.last if checkpointer is not None else None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                if torch.is_tensor(v) and v.numel() == 1 or isinstance(v, (int, float))}
     if is_zero:

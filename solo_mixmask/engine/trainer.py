@@ -12,12 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config.loading import select
 from ..config.pretrain import num_devices
-
-#: optional Trainer arguments a config may set at the top level
-TRAINER_PASSTHROUGH = ("limit_train_batches", "limit_val_batches", "log_every_n_steps",
-                       "check_val_every_n_epoch", "num_sanity_val_steps", "deterministic",
-                       "benchmark", "gradient_clip_val", "enable_progress_bar",
-                       "enable_model_summary", "max_steps", "val_check_interval")
+from ..config.schema import TRAINER_PASSTHROUGH
 
 
 def uses_gpu(cfg: DictConfig) -> bool:
@@ -65,6 +60,6 @@ def trainer_kwargs(cfg: DictConfig, run_dir: Path, callbacks: list, logger: Any)
     }
     valid = inspect.signature(pl.Trainer.__init__).parameters
     for key in TRAINER_PASSTHROUGH:
-        if key in cfg and key in valid:
+        if select(cfg, key) is not None and key in valid:
             kwargs[key] = cfg[key]
     return kwargs

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 
 FORMATS = ("solo_mixmask", "solo-learn", "official", "torchvision")
 
@@ -29,16 +29,20 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
-        raise CheckpointError(
-            f"refusing {path}: it holds pickled objects beyond tensors and plain containers "
-            f"(weights_only load failed: {first})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        if "weights only load failed" not in str(exc).lower():
+            raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint "
+                                  f"({first_line(exc, 80)})") from None
+        raise CheckpointError(f"refusing {path}: it holds pickled objects beyond tensors and "
+                              "plain containers (torch.load weights_only=True)") from None
+    except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways on a bad file
+        detail = first_line(exc, 300).split(". ")[0]
+        raise CheckpointError(f"cannot read checkpoint {path}: not a complete PyTorch checkpoint "
+                              f"({type(exc).__name__}: {detail[:100]})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} does not hold a dict of weights")
     return obj

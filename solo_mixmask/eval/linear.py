@@ -27,9 +27,10 @@ from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ..config.loading import select
-from ..config.pretrain import check_optimizer, require, world_size
+from ..config.pretrain import check_dataset, check_optimizer_kwargs, resolve_hardware, world_size
+from ..config.schema import LinearConfig, report_ignored, validate
 from ..data.augmentations import build_eval_transform, build_linear_train_transform
-from ..data.info import DATASETS, canonical_dataset
+from ..data.info import DATASETS
 from ..errors import CheckpointError, ConfigError, DataError
 from ..utils.optim import build_optimizer
 from ..utils.schedulers import step_decay, warmup_cosine
@@ -37,13 +38,8 @@ from .checkpoints import load_backbone, load_checkpoint_file, resolve_backbone_s
 from .features import class_names, eval_loader, extract_features, image_dataset
 from .records import make_record, provenance, write_record
 
-SCHEDULERS = ("step", "cosine", "warmup_cosine", "none")
 #: crop sizes of the usual protocols when the config does not give one
 DEFAULT_CROP = {"cifar10": 32, "cifar100": 32, "stl10": 96, "tiny-imagenet": 64}
-
-
-def _default(cfg: DictConfig, key: str, value: Any) -> None:
-    OmegaConf.update(cfg, key, select(cfg, key, value), force_add=True)
 
 
 def _checkpoint_path(cfg: DictConfig) -> str:
@@ -56,76 +52,44 @@ def _checkpoint_path(cfg: DictConfig) -> str:
 
 
 def _parse_data(cfg: DictConfig) -> None:
-    dataset = canonical_dataset(require(cfg, "data.dataset"))
-    if dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {cfg.data.dataset!r}: choose one of {sorted(DATASETS)}")
-    cfg.data.dataset = dataset
-    require(cfg, "data.train_path")
-    require(cfg, "data.val_path")
-    _default(cfg, "data.format", "image_folder")
+    dataset = check_dataset(cfg)
     if cfg.data.format != "image_folder":
         raise ConfigError(f"data.format={cfg.data.format!r}: evaluation reads image_folder data "
                           "(or torchvision's CIFAR/STL files)")
-    _default(cfg, "data.num_workers", 4)
-    _default(cfg, "data.download", False)
     info = DATASETS[dataset]
-    crop = select(cfg, "data.augmentations.crop_size") or select(cfg, "data.crop_size")
-    _default(cfg, "data.augmentations.crop_size", int(crop or DEFAULT_CROP.get(dataset, 224)))
-    _default(cfg, "data.augmentations.mean", list(select(cfg, "data.mean") or info.mean))
-    _default(cfg, "data.augmentations.std", list(select(cfg, "data.std") or info.std))
+    aug = cfg.data.augmentations
+    if aug.crop_size is None:
+        aug.crop_size = int(cfg.data.crop_size or DEFAULT_CROP.get(dataset, 224))
+    if aug.mean is None:
+        aug.mean = list(cfg.data.mean or info.mean)
+    if aug.std is None:
+        aug.std = list(cfg.data.std or info.std)
 
 
-def _parse_optimisation(cfg: DictConfig) -> None:
-    check_optimizer(cfg, min_batch=1)
-    name = cfg.optimizer.name
-    lr = float(require(cfg, "optimizer.lr"))
-    if not math.isfinite(lr) or lr <= 0:
-        raise ConfigError(f"optimizer.lr={lr} must be a positive number")
-    _default(cfg, "optimizer.weight_decay", 0.0)
-    _default(cfg, "optimizer.kwargs", {})
-    _default(cfg, "optimizer.backbone_lr", lr)
-    if name in ("sgd", "lars"):
-        _default(cfg, "optimizer.kwargs.momentum", 0.9)
-    _default(cfg, "scheduler.name", "step")
-    if cfg.scheduler.name not in SCHEDULERS:
-        raise ConfigError(f"unknown scheduler {cfg.scheduler.name!r}: choose one of "
-                          f"{list(SCHEDULERS)}")
-    _default(cfg, "scheduler.lr_decay_steps", [60, 80])
-    _default(cfg, "scheduler.gamma", 0.1)
-    _default(cfg, "scheduler.warmup_epochs", 0)
-    _default(cfg, "scheduler.warmup_start_lr", 0.0)
-    _default(cfg, "scheduler.min_lr", 0.0)
-
-
-def parse_linear_cfg(cfg: DictConfig) -> DictConfig:
-    """Fills solo-learn's linear defaults, validates every key and scales the learning rates by
-    the total batch size / 256 (solo-learn's convention)."""
-    OmegaConf.set_struct(cfg, False)
+def parse_linear_cfg(cfg: DictConfig, schema: type = LinearConfig) -> DictConfig:
+    """The validated, completed config of a linear (or semi-supervised) evaluation, learning rates
+    scaled by the total batch size / 256 (solo-learn's convention)."""
+    given = cfg
+    cfg = validate(cfg, schema)
+    report_ignored(cfg, given)
     _checkpoint_path(cfg)
-    _default(cfg, "backbone.name", None)
-    _default(cfg, "backbone.kwargs", {})
     _parse_data(cfg)
-    _parse_optimisation(cfg)
-    _default(cfg, "finetune", False)
-    _default(cfg, "features.precompute", False)
+    cfg.optimizer.name = str(cfg.optimizer.name).lower()
+    if cfg.optimizer.backbone_lr is None:
+        cfg.optimizer.backbone_lr = float(cfg.optimizer.lr)
+    if cfg.optimizer.name in ("sgd", "lars") and "momentum" not in cfg.optimizer.kwargs:
+        cfg.optimizer.kwargs.momentum = 0.9
+    check_optimizer_kwargs(cfg)
     if cfg.finetune and cfg.features.precompute:
         raise ConfigError("features.precompute needs a frozen backbone (finetune: false)")
-    _default(cfg, "max_epochs", 100)
-    if int(cfg.max_epochs) < 1:
-        raise ConfigError(f"max_epochs={cfg.max_epochs} must be at least 1")
-    for key, value in (("devices", 1), ("num_nodes", 1), ("accelerator", "auto"),
-                       ("strategy", "auto"), ("precision", 32), ("sync_batchnorm", False),
-                       ("seed", 5), ("results_dir", "results"), ("checkpoint.enabled", True),
-                       ("checkpoint.dir", "trained_models"), ("checkpoint.frequency", 1),
-                       ("checkpoint.keep_prev", False), ("auto_resume.enabled", False),
-                       ("auto_resume.max_hours", 36), ("pretrain_method", None),
-                       ("pretrain_variant", None), ("pretrain_epochs", None)):
-        _default(cfg, key, value)
-    _default(cfg, "name", f"linear-{cfg.data.dataset}")
-    scale = int(cfg.optimizer.batch_size) * world_size(cfg) / 256
-    cfg.optimizer.lr = float(cfg.optimizer.lr) * scale
-    cfg.optimizer.backbone_lr = float(cfg.optimizer.backbone_lr) * scale
-    cfg.optimizer.lr_scale = scale
+    resolve_hardware(cfg)
+    if cfg.name is None:
+        cfg.name = f"linear-{cfg.data.dataset}"
+    if cfg.optimizer.lr_scale is None:
+        scale = int(cfg.optimizer.batch_size) * world_size(cfg) / 256
+        cfg.optimizer.lr = float(cfg.optimizer.lr) * scale
+        cfg.optimizer.backbone_lr = float(cfg.optimizer.backbone_lr) * scale
+        cfg.optimizer.lr_scale = scale
     return cfg
 
 
@@ -400,8 +364,10 @@ def settings_of(cfg: DictConfig) -> dict[str, Any]:
 def run_linear(cfg: DictConfig, kind: str = "linear",
                select_train: Optional[Callable[[Dataset, Dataset], Sequence[int]]] = None,
                extra_settings: Optional[Callable[[], dict[str, Any]]] = None,
-               command: Optional[str] = None) -> EvalResult:
-    """Parses ``cfg``, trains the classifier, validates it, writes the run and its record.
+               command: Optional[str] = None,
+               schema: Optional[type] = LinearConfig) -> EvalResult:
+    """Parses ``cfg`` against ``schema`` (None: already parsed), trains the classifier, validates
+    it, writes the run and its record.
 
     ``select_train(train, val)`` may restrict training to some sample indices (the
     semi-supervised subsets; the chosen files are listed in the run's ``train_subset.txt``), and
@@ -410,7 +376,8 @@ def run_linear(cfg: DictConfig, kind: str = "linear",
     """
     from ..engine.checkpoint import Checkpointer
 
-    cfg = parse_linear_cfg(cfg)
+    if schema is not None:
+        cfg = parse_linear_cfg(cfg, schema)
     pl.seed_everything(int(cfg.seed), workers=True)
     backbone, info = load_pretrained(cfg)
     train, val, num_classes = build_datasets(cfg, augment=not cfg.features.precompute)

@@ -14,7 +14,7 @@ import math
 import os
 import re
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -144,8 +144,37 @@ def curve_panels(runs: Sequence[Run]) -> tuple[dict[str, dict[str, list[Run]]], 
     rows: dict[str, dict[str, list[Run]]] = {}
     for run in sorted(runs, key=lambda r: (_method_order(r.method), r.method)):
         rows.setdefault(run.method, defaultdict(list))[run_group(run)].append(run)
-    keys = sorted({colour_key(run) for run in runs})
-    return rows, {k: i for i, k in enumerate(keys)}
+    counts = Counter(colour_key(run) for run in runs)
+    return rows, colour_indices(sorted(counts, key=lambda k: (-counts[k], k)))
+
+
+#: the variants' own colours (of ``PALETTE``): vanilla blue and MixMask red, as in the paper's
+#: Figure 5
+VARIANT_COLOURS = {"vanilla": 0, "mixmask": 3, "unmix": 2, "mixmask_star": 1, "erase": 4}
+#: tab20's colours, the dark shade of each pair first, then the light ones
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+           "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
+
+
+def colour_indices(keys: Sequence[str]) -> dict[str, int]:
+    """A distinct palette index per colour key (while there are colours left): the first group of
+    each variant in ``keys`` (callers put the most common budget first) takes the variant's
+    colour, every other group a free one."""
+    out: dict[str, int] = {}
+    taken: set[int] = set()
+    for key in keys:
+        variant = re.sub(r"-\d+ep$", "", key)
+        own = VARIANT_COLOURS.get(variant)
+        if own is not None and own not in taken:
+            out[key] = own
+            taken.add(own)
+    free = [i for i in range(len(PALETTE)) if i not in taken and i not in VARIANT_COLOURS.values()]
+    free += [i for i in range(len(PALETTE)) if i not in taken and i not in free]
+    for key in keys:
+        if key not in out:
+            out[key] = free.pop(0) if free else len(out) % len(PALETTE)
+    return out
 
 
 def plot_curves(runs: Sequence[Run], out: str | os.PathLike) -> Path:
@@ -157,7 +186,7 @@ def plot_curves(runs: Sequence[Run], out: str | os.PathLike) -> Path:
     import matplotlib.pyplot as plt
 
     rows, colour_of = curve_panels(runs)
-    colours = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    colours = PALETTE
     fig, axes = plt.subplots(max(len(rows), 1), 2, figsize=(14, 3.8 * max(len(rows), 1)),
                              squeeze=False)
     for (ax_knn, ax_loss), (method, groups) in zip(axes, rows.items()):
@@ -307,7 +336,7 @@ def records_table(records: Sequence[dict[str, Any]]) -> str:
 @dataclass
 class Report:
     markdown: str
-    markdown_path: Path
+    markdown_path: Optional[Path]
     figure_path: Optional[Path]
     records: int
     runs: int
@@ -316,9 +345,10 @@ class Report:
 def build_report(results_dir: str | os.PathLike, runs: Sequence[str | os.PathLike] = (),
                  out_dir: Optional[str | os.PathLike] = None, metric: str = "acc1",
                  plot: bool = True) -> Report:
-    """Writes ``report.md`` (and ``curves.png`` when training logs are found) to ``out_dir``
-    (default: ``results_dir``). Runs come from ``runs``, from the records' ``run_dir`` and from run
-    folders below ``results_dir``."""
+    """The tables as markdown, and with ``out_dir`` also ``report.md`` and ``curves.png`` (when
+    training logs are found) written there; without it nothing is written (the records folder is
+    an input, never an output by default). Runs come from ``runs``, from the records' ``run_dir``
+    and from run folders below ``results_dir``."""
     records = load_records(results_dir)
     run_roots = [Path(r) for r in runs]
     missing = [str(r) for r in run_roots if not r.exists()]
@@ -331,9 +361,12 @@ def build_report(results_dir: str | os.PathLike, runs: Sequence[str | os.PathLik
     if not records and not loaded:
         raise DataError(f"no result records (*.json with schema solo-mixmask/result/1) and no "
                         f"training logs under {results_dir}")
-    out = Path(out_dir or results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    figure = plot_curves(loaded, out / "curves.png") if plot and loaded else None
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise DataError(f"--out {out}: this is a file, not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+    figure = plot_curves(loaded, out / "curves.png") if plot and loaded and out else None
     lines = ["# Results", ""]
     lines.append(render_tables(records, metric) if records else "No result records.")
     if records:
@@ -342,6 +375,7 @@ def build_report(results_dir: str | os.PathLike, runs: Sequence[str | os.PathLik
         lines += ["", "## Training curves", "", f"![KNN accuracy and loss]({figure.name})", ""]
         lines += [f"- {r.label}: `{r.path}`" for r in loaded]
     markdown = "\n".join(lines).rstrip() + "\n"
-    md_path = out / "report.md"
-    md_path.write_text(markdown)
+    md_path = out / "report.md" if out is not None else None
+    if md_path is not None:
+        md_path.write_text(markdown)
     return Report(markdown, md_path, figure, len(records), len(loaded))

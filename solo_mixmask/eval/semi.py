@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from ..config.loading import select
+from ..config.schema import SemiConfig
 from ..errors import ConfigError, DataError
-from .linear import EvalResult, run_linear
+from .linear import EvalResult, parse_linear_cfg, run_linear
 
 BALANCES = ("equal", "proportional")
 
@@ -121,18 +122,10 @@ def check_disjoint(train_paths: Sequence[str], val: Dataset, keep: np.ndarray) -
 
 
 def parse_semi_cfg(cfg: DictConfig) -> DictConfig:
-    OmegaConf.set_struct(cfg, False)
-    for key, value in (("semi.fraction", 0.01), ("semi.subset_file", None), ("semi.seed", 0),
-                       ("semi.balance", "equal")):
-        OmegaConf.update(cfg, key, select(cfg, key, value), force_add=True)
-    if select(cfg, "semi.subset_file") is None:
-        fraction = float(cfg.semi.fraction)
-        if not 0 < fraction <= 1:
-            raise ConfigError(f"semi.fraction={fraction} must be in (0, 1]")
-    if cfg.semi.balance not in BALANCES:
-        raise ConfigError(f"semi.balance={cfg.semi.balance!r}: choose one of {list(BALANCES)}")
+    """The linear schema plus the ``semi`` section; the run is named after the dataset."""
     if select(cfg, "name") is None:
-        cfg.name = f"semi-{select(cfg, 'data.dataset', 'data')}"
+        OmegaConf.update(cfg, "name", f"semi-{select(cfg, 'data.dataset', 'data')}",
+                         force_add=True)
     return cfg
 
 
@@ -144,7 +137,7 @@ def labels_tag(fraction: float) -> str:
 
 def run_semi(cfg: DictConfig, command: Optional[str] = None) -> EvalResult:
     """Trains and scores the classifier on the labelled subset (see the module docstring)."""
-    cfg = parse_semi_cfg(cfg)
+    cfg = parse_linear_cfg(parse_semi_cfg(cfg), SemiConfig)
     chosen: dict[str, Any] = {}
 
     def select_train(train: Dataset, val: Dataset) -> np.ndarray:
@@ -170,4 +163,4 @@ def run_semi(cfg: DictConfig, command: Optional[str] = None) -> EvalResult:
                 "balance": str(cfg.semi.balance)}
 
     return run_linear(cfg, kind="semi", select_train=select_train, extra_settings=settings,
-                      command=command)
+                      command=command, schema=None)

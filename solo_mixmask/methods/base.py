@@ -11,6 +11,7 @@ come after every loss term.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 import lightning.pytorch as pl
@@ -21,7 +22,7 @@ from torch import nn
 
 from ..backbones import BACKBONES, create_backbone, is_known_backbone
 from ..config.loading import select
-from ..config.pretrain import require
+from ..config.schema import validate
 from ..errors import ConfigError
 from ..eval.knn import knn_accuracy
 from ..utils.momentum import copy_params, ema_update, tau_at
@@ -29,13 +30,16 @@ from ..utils.optim import build_optimizer, split_no_decay
 from ..utils.schedulers import constant, step_decay, warmup_cosine
 
 
+@dataclass
+class NoKwargs:
+    """A method without ``method_kwargs``."""
+
+
 class BaseMethod(pl.LightningModule):
     """Backbone + online linear classifier + online KNN + optimizer/scheduler construction."""
 
-    #: ``method_kwargs`` that a config must give.
-    required_kwargs: ClassVar[tuple[str, ...]] = ()
-    #: defaults for the other ``method_kwargs``.
-    default_kwargs: ClassVar[dict[str, Any]] = {}
+    #: the schema of ``method_kwargs`` (a dataclass; fields without a default are required)
+    kwargs_schema: ClassVar[type] = NoKwargs
     #: whether the base loss treats both crops as queries (a MixMask branch may then mix both).
     symmetric: bool = True
 
@@ -56,16 +60,17 @@ class BaseMethod(pl.LightningModule):
         self._knn_train: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._knn_test: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._val_outputs: list[dict[str, torch.Tensor]] = []
+        #: optimizer steps of the whole run, set by the engine from the config and the loader;
+        #: Lightning's ``estimated_stepping_batches`` would build the training iterator before a
+        #: checkpoint's data position is restored
+        self.total_steps: Optional[int] = None
 
     # ----------------------------------------------------------------- config
     @classmethod
     def add_and_assert_specific_cfg(cls, cfg: DictConfig) -> DictConfig:
-        """Checks the method's required keys and fills its defaults (called by the config parser)."""
-        for key in cls.required_kwargs:
-            require(cfg, f"method_kwargs.{key}", where=f"method {cfg.method!r}")
-        for key, value in cls.default_kwargs.items():
-            if select(cfg, f"method_kwargs.{key}") is None:
-                OmegaConf.update(cfg, f"method_kwargs.{key}", value, force_add=True)
+        """Validates ``method_kwargs`` against the method's schema (filling its defaults) and the
+        settings that depend on other keys (called by the config parser)."""
+        cfg.method_kwargs = validate(cfg.method_kwargs, cls.kwargs_schema, "method_kwargs")
         if not is_known_backbone(str(cfg.backbone.name)):
             raise ConfigError(
                 f"unknown backbone {cfg.backbone.name!r}: use one of {sorted(BACKBONES)} "
@@ -227,7 +232,7 @@ class BaseMethod(pl.LightningModule):
         interval = str(cfg.scheduler.interval)
         epochs = int(cfg.max_epochs)
         if interval == "step":
-            total = max(1, int(self.trainer.estimated_stepping_batches))
+            total = max(1, self.stepping_batches())
             per_epoch = total / max(1, epochs)
         else:
             total, per_epoch = epochs, 1
@@ -244,6 +249,12 @@ class BaseMethod(pl.LightningModule):
         lambdas = [constant if g.get("fix_lr") else schedule for g in opt.param_groups]
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}
+
+    def stepping_batches(self) -> int:
+        """Optimizer steps of the whole run (the engine's count, else Lightning's estimate)."""
+        if self.total_steps is not None:
+            return int(self.total_steps)
+        return int(self.trainer.estimated_stepping_batches)
 
     def optimizer_zero_grad(self, epoch, batch_idx, optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -268,7 +279,7 @@ class BaseMomentumMethod(BaseMethod):
         return [(self.backbone, self.momentum_backbone)]
 
     def current_tau(self) -> float:
-        steps = int(self.trainer.estimated_stepping_batches) if self._trainer else 0
+        steps = self.stepping_batches() if self._trainer else 0
         return tau_at(int(self.global_step), steps, float(self.cfg.momentum.base_tau),
                       float(self.cfg.momentum.final_tau))
 

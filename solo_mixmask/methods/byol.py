@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
+from ..config.schema import opt
 from ..losses.byol import byol_loss_func
 from ..utils.momentum import copy_params
 from .base import BaseMomentumMethod
 from .heads import mlp
 
 
+@dataclass
+class BYOLKwargs:
+    proj_output_dim: int = opt(ge=1)
+    proj_hidden_dim: int = opt(ge=1)
+    pred_hidden_dim: int = opt(ge=1)
+
+
 class BYOL(BaseMomentumMethod):
-    required_kwargs = ("proj_output_dim", "proj_hidden_dim", "pred_hidden_dim")
+    kwargs_schema = BYOLKwargs
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)

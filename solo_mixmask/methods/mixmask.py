@@ -7,6 +7,7 @@ and ``mix_loss``. No method-specific mixing code exists anywhere else.
 
 from __future__ import annotations
 
+from dataclasses import make_dataclass
 from typing import Any, Optional
 
 import torch
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data.loaders import dataset_stats
 from ..mixmask import Branches, parse_branch_cfg
+from ..mixmask.branches import BranchKwargs
 from ..utils.distributed import rank
 from .base import BaseMethod
 from .byol import BYOL
@@ -77,10 +79,13 @@ class MixMaskMixin:
 
 
 def mixmask_variant(base: type[BaseMethod]) -> type[BaseMethod]:
-    """``MixMask<Base>``: the base method with the MixMask branches."""
+    """``MixMask<Base>``: the base method with the MixMask branches; its ``method_kwargs`` schema
+    is the base method's plus the ``mixmask`` and ``unmix`` sections."""
+    schema = make_dataclass(f"MixMask{base.kwargs_schema.__name__}", [],
+                            bases=(base.kwargs_schema, BranchKwargs))
     return type(f"MixMask{base.__name__}", (MixMaskMixin, base),
                 {"__doc__": f"{base.__name__} with the MixMask / Un-Mix / erase branches.",
-                 "__module__": __name__})
+                 "__module__": __name__, "kwargs_schema": schema})
 
 
 MixMaskMoCoV2Plus = mixmask_variant(MoCoV2Plus)

@@ -14,6 +14,7 @@ of a multi-GPU run exactly, at about 1.5x the step time of ResNet-50 on one GPU 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,6 +23,8 @@ from omegaconf import DictConfig
 
 from ..config.loading import select
 from ..config.pretrain import world_size
+from ..config.schema import check_auto_or_int, opt
+from ..data.sampling import mix_seed
 from ..errors import ConfigError
 from ..losses.mocov2plus import mocov2plus_loss_func
 from ..utils import distributed as dist
@@ -30,10 +33,20 @@ from .base import BaseMomentumMethod
 from .heads import mlp
 
 
+@dataclass
+class MoCoKwargs:
+    proj_output_dim: int = opt(ge=1)
+    queue_size: int = opt(ge=1)
+    temperature: float = opt(gt=0)
+    proj_hidden_dim: int = opt(2048, ge=0)  # 0: MoCo v1's linear head
+    symmetric: bool = True
+    bn_splits: Any = opt("auto", check=check_auto_or_int(1))
+    split_query_bn: bool = False
+    shuffle_bn: bool = True
+
+
 class MoCoV2Plus(BaseMomentumMethod):
-    required_kwargs = ("proj_output_dim", "queue_size", "temperature")
-    default_kwargs = {"proj_hidden_dim": 2048, "symmetric": True, "bn_splits": "auto",
-                      "split_query_bn": False, "shuffle_bn": True}
+    kwargs_schema = MoCoKwargs
 
     @classmethod
     def add_and_assert_specific_cfg(cls, cfg: DictConfig) -> DictConfig:
@@ -53,8 +66,6 @@ class MoCoV2Plus(BaseMomentumMethod):
                 f"method_kwargs.queue_size={queue} must be a positive multiple of the total batch "
                 f"size {total} (batch_size {batch} x {world} processes)"
             )
-        if float(kw.temperature) <= 0:
-            raise ConfigError("method_kwargs.temperature must be positive")
         return cfg
 
     def __init__(self, cfg: DictConfig) -> None:
@@ -72,6 +83,8 @@ class MoCoV2Plus(BaseMomentumMethod):
                             dim=1)
         self.register_buffer("queue", queue)
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self._shuffle_gen = torch.Generator()
+        self._shuffle_step = -1
 
     @property
     def bn_splits(self) -> int:
@@ -94,6 +107,15 @@ class MoCoV2Plus(BaseMomentumMethod):
         feats = self.backbone(x)
         return feats, F.normalize(self.projector(feats), dim=-1)
 
+    def shuffle_order(self, n: int, device: torch.device) -> torch.Tensor:
+        """A permutation for the key shuffle, drawn from a stream seeded by (seed, step): the same
+        on every rank without a broadcast, and the same again when a run is resumed."""
+        step = int(self.global_step)
+        if self._shuffle_step != step:
+            self._shuffle_gen.manual_seed(mix_seed(int(self.cfg.seed), step))
+            self._shuffle_step = step
+        return torch.randperm(n, generator=self._shuffle_gen).to(device, non_blocking=True)
+
     @torch.no_grad()
     def key(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised momentum keys, computed on a batch shuffled across BN groups or ranks."""
@@ -102,13 +124,13 @@ class MoCoV2Plus(BaseMomentumMethod):
         if dist.is_dist():
             n = len(x)
             x_all = dist.gather_nograd(x)
-            perm = dist.broadcast(torch.randperm(len(x_all), device=x.device))
+            perm = self.shuffle_order(len(x_all), x.device)
             mine = perm.view(dist.world_size(), n)[dist.rank()]
             k = F.normalize(self.momentum_projector(self.momentum_backbone(x_all[mine])), dim=-1)
             k_all = dist.gather_nograd(k)
             inv = torch.argsort(perm)
             return k_all[inv].view(dist.world_size(), n, -1)[dist.rank()]
-        perm = torch.randperm(len(x), device=x.device)
+        perm = self.shuffle_order(len(x), x.device)
         k = F.normalize(self.momentum_projector(self.momentum_backbone(x[perm])), dim=-1)
         return k[torch.argsort(perm)]
 

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from ..errors import ConfigError
+from ..config.schema import opt
 from ..losses.simclr import info_nce, simclr_loss_func
 from ..utils import distributed as dist
 from .base import BaseMethod
 from .heads import mlp
 
 
-class SimCLR(BaseMethod):
-    required_kwargs = ("proj_output_dim", "proj_hidden_dim", "temperature")
+@dataclass
+class SimCLRKwargs:
+    proj_output_dim: int = opt(ge=1)
+    proj_hidden_dim: int = opt(ge=1)
+    temperature: float = opt(gt=0)
 
-    @classmethod
-    def add_and_assert_specific_cfg(cls, cfg: DictConfig) -> DictConfig:
-        cfg = super().add_and_assert_specific_cfg(cfg)
-        if float(cfg.method_kwargs.temperature) <= 0:
-            raise ConfigError("method_kwargs.temperature must be positive")
-        return cfg
+
+class SimCLR(BaseMethod):
+    kwargs_schema = SimCLRKwargs
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)

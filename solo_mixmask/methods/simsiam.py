@@ -5,18 +5,27 @@ The predictor keeps a fixed learning rate (no schedule), as the SimSiam paper re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
+from ..config.schema import opt
 from ..losses.simsiam import simsiam_loss_func
 from .base import BaseMethod
 from .heads import mlp
 
 
+@dataclass
+class SimSiamKwargs:
+    proj_output_dim: int = opt(ge=1)
+    proj_hidden_dim: int = opt(ge=1)
+    pred_hidden_dim: int = opt(ge=1)
+
+
 class SimSiam(BaseMethod):
-    required_kwargs = ("proj_output_dim", "proj_hidden_dim", "pred_hidden_dim")
+    kwargs_schema = SimSiamKwargs
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)

@@ -15,13 +15,15 @@ does not change the data augmentation stream, and the generator state is checkpo
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import ListConfig
 
+from ..config.schema import check_auto_or_int, check_ratio, opt, sub, validate
 from ..errors import ConfigError
 from .masks import sample_masks
 from .mixing import erase, erase_fill, mix, permutation, unmix
@@ -68,74 +70,63 @@ def default_grid(crop_size: int) -> int:
     return 2 if crop_size <= 32 else 4 if crop_size <= 64 else 8
 
 
-def _get(node: Any, key: str, default: Any) -> Any:
-    if node is None:
-        return default
-    value = node.get(key, None) if hasattr(node, "get") else None
-    return default if value is None else value
+@dataclass
+class MixMaskKwargs:
+    """``method_kwargs.mixmask``: the MixMask (or erase-based) branch."""
+
+    enabled: bool = True
+    fill: str = opt("mix", choices=FILLS)
+    pattern: str = opt("blocked", choices=PATTERNS)
+    grid: Any = opt("auto", check=check_auto_or_int(2))
+    ratio: Any = opt(0.5, check=check_ratio)
+    permutation: str = opt("auto", choices=tuple(PERMUTATIONS))
+    per_sample: bool = False
+    crops: str = opt("first", choices=CROPS)
 
 
-def parse_branch_cfg(kw: DictConfig, crop_size: int, symmetric: bool,
-                     mixmask_default: bool = True) -> BranchConfig:
-    """Validates ``method_kwargs.mixmask`` / ``method_kwargs.unmix``; a clear error per bad key."""
-    mm = kw.get("mixmask", None) if kw is not None else None
-    um = kw.get("unmix", None) if kw is not None else None
+@dataclass
+class UnmixKwargs:
+    """``method_kwargs.unmix``: Un-Mix's global mixup / CutMix branch."""
+
+    enabled: bool = False
+    prob: float = opt(0.5, ge=0, le=1)
+    alpha: float = opt(1.0, gt=0)
+
+
+@dataclass
+class BranchKwargs:
+    mixmask: MixMaskKwargs = sub(MixMaskKwargs)
+    unmix: UnmixKwargs = sub(UnmixKwargs)
+
+
+def parse_branch_cfg(kw: Any, crop_size: int, symmetric: bool) -> BranchConfig:
+    """Validates ``method_kwargs.mixmask`` / ``method_kwargs.unmix`` against their schema, then
+    resolves ``auto`` values and checks what depends on the crop and the base method."""
+    given = {k: kw[k] for k in ("mixmask", "unmix") if kw is not None and kw.get(k) is not None}
+    spec = validate(given, BranchKwargs, "method_kwargs")
+    mm, um = spec.mixmask, spec.unmix
     where = "method_kwargs.mixmask"
-    enabled = bool(_get(mm, "enabled", mixmask_default))
-    pattern = str(_get(mm, "pattern", "blocked"))
-    if pattern not in PATTERNS:
-        raise ConfigError(f"{where}.pattern={pattern!r}: choose one of {list(PATTERNS)}")
-    fill = str(_get(mm, "fill", "mix"))
-    if fill not in FILLS:
-        raise ConfigError(f"{where}.fill={fill!r}: choose one of {list(FILLS)}")
-    grid_raw = _get(mm, "grid", "auto")
-    grid = default_grid(crop_size) if grid_raw == "auto" else grid_raw
-    if isinstance(grid, bool) or not isinstance(grid, int) or not 2 <= grid <= crop_size:
-        raise ConfigError(f"{where}.grid={grid_raw!r} must be an integer from 2 to the crop size "
+    grid = default_grid(crop_size) if mm.grid == "auto" else int(mm.grid)
+    if grid > crop_size:
+        raise ConfigError(f"{where}.grid={mm.grid!r} must be an integer from 2 to the crop size "
                           f"({crop_size})")
-    ratio_raw = _get(mm, "ratio", 0.5)
-    if isinstance(ratio_raw, (list, tuple, ListConfig)):
-        if len(ratio_raw) != 2:
-            raise ConfigError(f"{where}.ratio must be a number or a pair [low, high]")
-        lo, hi = float(ratio_raw[0]), float(ratio_raw[1])
-        if lo > hi:
-            raise ConfigError(f"{where}.ratio=[{lo}, {hi}]: the uniform bounds are reversed")
-        if not (lo > 0 and hi < 1):
-            raise ConfigError(f"{where}.ratio=[{lo}, {hi}] must lie inside (0, 1)")
-        ratio: Union[float, tuple[float, float]] = (lo, hi)
-    else:
-        try:
-            ratio = float(ratio_raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}.ratio={ratio_raw!r} is not a number") from None
-        if not 0 < ratio < 1:
-            raise ConfigError(f"{where}.ratio={ratio} must lie inside (0, 1)")
-    perm_raw = str(_get(mm, "permutation", "auto"))
-    if perm_raw not in PERMUTATIONS:
-        raise ConfigError(f"{where}.permutation={perm_raw!r}: choose one of "
-                          f"{list(PERMUTATIONS)}")
-    crops = str(_get(mm, "crops", "first"))
-    if crops not in CROPS:
-        raise ConfigError(f"{where}.crops={crops!r}: choose one of {list(CROPS)}")
-    if crops == "both" and not symmetric:
+    ratio_raw = mm.ratio
+    ratio: Union[float, tuple[float, float]] = (
+        (float(ratio_raw[0]), float(ratio_raw[1])) if isinstance(ratio_raw, (list, ListConfig))
+        else float(ratio_raw))
+    if mm.crops == "both" and not symmetric:
         raise ConfigError(f"{where}.crops='both' needs a symmetric base loss (crop 2 is never a "
                           "query here)")
-    un_enabled = bool(_get(um, "enabled", False))
-    prob = float(_get(um, "prob", 0.5))
-    if not 0 <= prob <= 1:
-        raise ConfigError(f"method_kwargs.unmix.prob={prob} must lie in [0, 1]")
-    alpha = float(_get(um, "alpha", 1.0))
-    if alpha <= 0:
-        raise ConfigError(f"method_kwargs.unmix.alpha={alpha} must be positive")
-    if not enabled and not un_enabled:
+    if not mm.enabled and not um.enabled:
         raise ConfigError("enable method_kwargs.mixmask or method_kwargs.unmix (or use the base "
                           "method for the vanilla baseline)")
-    perm = PERMUTATIONS[perm_raw]
+    perm = PERMUTATIONS[mm.permutation]
     if perm == "auto":
-        perm = "random" if un_enabled else "reverse"
-    return BranchConfig(mixmask=enabled, fill=fill, pattern=pattern, grid=int(grid), ratio=ratio,
-                        permutation=perm, per_sample=bool(_get(mm, "per_sample", False)),
-                        crops=crops, unmix=un_enabled, unmix_prob=prob, unmix_alpha=alpha)
+        perm = "random" if um.enabled else "reverse"
+    return BranchConfig(mixmask=bool(mm.enabled), fill=str(mm.fill), pattern=str(mm.pattern),
+                        grid=grid, ratio=ratio, permutation=perm, per_sample=bool(mm.per_sample),
+                        crops=str(mm.crops), unmix=bool(um.enabled), unmix_prob=float(um.prob),
+                        unmix_alpha=float(um.alpha))
 
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
@@ -152,6 +143,7 @@ class Branches:
         self.rng = np.random.default_rng(seed)
         self._noise_seed = seed
         self._noise_gen: Optional[torch.Generator] = None
+        self._noise_state: Optional[torch.Tensor] = None
 
     def crops_to_mix(self) -> list[int]:
         return [0, 1] if self.cfg.crops == "both" else [0]
@@ -160,6 +152,10 @@ class Branches:
         if self._noise_gen is None or self._noise_gen.device != device:
             self._noise_gen = torch.Generator(device=device)
             self._noise_gen.manual_seed(self._noise_seed)
+            if self._noise_state is not None:  # restored from a checkpoint
+                with contextlib.suppress(RuntimeError):  # a state of another device type
+                    self._noise_gen.set_state(self._noise_state.to(torch.uint8).cpu())
+                self._noise_state = None
         return self._noise_gen
 
     def __call__(self, x: torch.Tensor, embed: Embed,
@@ -196,11 +192,17 @@ class Branches:
 
     # the generator travels with checkpoints so a resumed run draws the same masks
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state}
+        state: dict[str, Any] = {"rng": self.rng.bit_generator.state}
+        if self._noise_gen is not None:
+            state["noise"] = self._noise_gen.get_state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "rng" in state:
             self.rng.bit_generator.state = state["rng"]
+        if "noise" in state:
+            self._noise_state = state["noise"]
+            self._noise_gen = None
 
     def fork(self, rank: int) -> None:
         """Gives process ``rank`` its own stream, derived from the current state (rank 0 keeps
