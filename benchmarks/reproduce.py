@@ -3,6 +3,8 @@ vs MixMask*) at small scale on real CIFAR-10 images, and record the results.
 
     python benchmarks/reproduce.py --method mocov2plus --variant vanilla mixmask erase --seed 0
     solo-mixmask report docs/results/cifar10-subset --out docs/results/cifar10-subset
+    python benchmarks/reproduce.py --config benchmarks/reproduce_paper.yaml \
+        --results docs/results/cifar10-subset-paper --variant vanilla mixmask --seed 0 1
 
 Every run pretrains with the budget of ``benchmarks/reproduce.yaml``, logs KNN top-1 (k=200,
 T=0.1, clean train bank) on the test split every few epochs, then trains a linear probe on frozen
@@ -27,6 +29,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PLAN = REPO / "benchmarks" / "reproduce.yaml"
 
 
 def machine() -> str:
@@ -96,6 +99,7 @@ def pretrain_config(plan, method: str, variant: str, seed: int, train: Path, tes
         "seed": seed,
         "enable_progress_bar": sys.stderr.isatty(),
     })
+    cfg = OmegaConf.merge(cfg, m.get("config") or {})  # a method's extra settings, if any
     return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
 
 
@@ -143,8 +147,11 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
     train, test = prepare_data(plan.data, work / "data")
     cfg = pretrain_config(plan, method, variant, seed, train, test, work, args.overrides)
     label = args.label or variant  # the row of the report's table
+    plan_arg = [] if Path(args.config).resolve() == DEFAULT_PLAN else [
+        f"--config {Path(args.config).resolve().relative_to(REPO)}", f"--results {args.results}"]
     command = " ".join([f"python benchmarks/reproduce.py --method {method} --variant {variant} "
-                        f"--seed {seed}", *([f"--label {args.label}"] if args.label else []),
+                        f"--seed {seed}", *plan_arg,
+                        *([f"--label {args.label}"] if args.label else []),
                         *([f"--threads {args.threads}"] if args.threads else []),
                         *args.overrides]).strip()
     start = time.time()
@@ -180,7 +187,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=str(REPO / "benchmarks" / "reproduce.yaml"))
+    p.add_argument("--config", default=str(DEFAULT_PLAN),
+                   help="the plan: reproduce.yaml (solo-learn-style recipes) or "
+                   "reproduce_paper.yaml (the paper's CIFAR MoCo protocol)")
     p.add_argument("--method", nargs="+", default=["mocov2plus"])
     p.add_argument("--variant", nargs="+", default=["vanilla", "mixmask", "erase"])
     p.add_argument("--seed", type=int, nargs="+", default=[0])

@@ -13,10 +13,12 @@ from conftest import REPO
 from solo_mixmask.config import load_config, parse_pretrain_cfg
 from solo_mixmask.data.info import DATASETS
 
-CONFIGS = sorted((REPO / "scripts" / "pretrain").glob("*/*.yaml"))
+CONFIGS = sorted((REPO / "scripts" / "pretrain").glob("*/*.yaml")) + sorted(
+    (REPO / "scripts" / "pretrain" / "paper").glob("*/*.yaml"))
+IDS = [str(p.relative_to(REPO / "scripts" / "pretrain")) for p in CONFIGS]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.name}" for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=IDS)
 def test_shipped_pretrain_config_is_valid(path):
     cfg = parse_pretrain_cfg(load_config(str(path.parent), path.name))
     assert cfg.data.dataset in DATASETS
@@ -29,7 +31,8 @@ def test_shipped_pretrain_config_is_valid(path):
         assert kw.mixmask.enabled == (variant != "unmix")
         assert kw.unmix.enabled == (variant in ("unmix", "mixmask_star"))
         assert (kw.mixmask.fill != "mix") == (variant == "erase")
-        expected_grid = {"cifar": 2, "tiny-imagenet": 4, "imagenet": 8}[path.parent.name]
+        expected_grid = {"cifar": 2, "cifar100": 2, "tiny-imagenet": 4,
+                         "imagenet": 8}[path.parent.name]
         if kw.mixmask.enabled:
             assert kw.mixmask.grid == expected_grid and kw.mixmask.pattern == "blocked"
             assert kw.mixmask.ratio == 0.5
@@ -51,8 +54,12 @@ def test_imagenet_mixmask_moco_matches_the_paper():
 
 
 def test_every_pretrain_folder_has_a_launcher_per_method():
-    for folder in sorted((REPO / "scripts" / "pretrain").iterdir()):
-        for method in ("mocov2plus", "byol", "simclr", "simsiam"):
+    folders = [f for f in sorted((REPO / "scripts" / "pretrain").iterdir()) if f.name != "paper"]
+    folders += sorted((REPO / "scripts" / "pretrain" / "paper").iterdir())
+    for folder in folders:
+        methods = sorted(p.stem for p in folder.glob("*.yaml") if "_" not in p.stem)
+        assert {"mocov2plus", "byol", "simclr"} <= set(methods), folder
+        for method in methods:
             script = folder / f"{method}.sh"
             assert script.is_file() and os.access(script, os.X_OK), script
             assert "solo-mixmask pretrain" in script.read_text()
@@ -106,13 +113,14 @@ def test_help_lists_every_command(capsys):
 
 #: real images for each config folder: (fixture, data.dataset override when the folder holds
 #: another dataset than the config's)
-STEP_DATA = {"cifar": ("cifar_train", "cifar10"), "tiny-imagenet": ("tiny_imagenet_train", None),
+STEP_DATA = {"cifar": ("cifar_train", "cifar10"), "cifar100": ("cifar_train", "cifar10"),
+             "tiny-imagenet": ("tiny_imagenet_train", None),
              "imagenet": ("imagenette_train", "custom"),
              "imagenet-100": ("imagenette_train", "custom"), "custom": ("imagenette_train", None)}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.name}" for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=IDS)
 def test_shipped_config_takes_a_training_step_on_the_cpu(path, request, tmp_path):
     """Every shipped config runs as shipped (accelerator, precision and devices auto) on this
     CPU-only machine, with a small batch: one optimizer step on real images."""

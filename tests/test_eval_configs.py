@@ -77,3 +77,41 @@ def test_launcher(path, tmp_path):
                    name, "pretrained_feature_extractor=ck-ep=1.ckpt", "max_epochs=5"]
     usage = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True)
     assert usage.returncode == 2 and "usage:" in usage.stderr
+
+
+PAPER_LINEAR = sorted((REPO / "scripts/linear/paper").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", PAPER_LINEAR, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_paper_evaluation_configs_follow_their_code_bases(path, checkpoint):
+    cfg = parse_linear_cfg(load_config(str(path.parent), path.name,
+                                       [f"pretrained_feature_extractor={checkpoint}"]))
+    if path.stem in ("byol", "simclr"):  # W-MSE's eval/sgd.py
+        assert cfg.features.precompute and cfg.features.probe == "wmse"
+        assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.batch_size) == ("adam", 0.01, 1000)
+        assert cfg.optimizer.weight_decay == 5e-6 and cfg.max_epochs == 500
+        assert cfg.scheduler.min_lr == 1e-6
+    else:  # PatrickHua/SimSiam's linear_eval.py
+        assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.max_epochs) == ("sgd", 30.0, 100)
+        assert cfg.scheduler.name == "cosine" and not cfg.features.precompute
+
+
+def test_paper_knn_launcher_passes_each_methods_protocol(tmp_path):
+    fake = tmp_path / "solo-mixmask"
+    fake.write_text('#!/bin/sh\necho "$@" > "$RECORD"\n')
+    fake.chmod(0o755)
+    import os
+
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}",
+           "RECORD": str(tmp_path / "args")}
+    script = REPO / "scripts/linear/paper/cifar100/knn.sh"
+    expected = {"mocov2plus": "--feature projector", "byol": "--vote majority",
+                "simclr": "--distance euclidean", "simsiam": "--distance cosine"}
+    for method, flag in expected.items():
+        subprocess.run(["bash", str(script), method, "c.ckpt", "train", "val"], check=True,
+                       env=env)
+        args = (tmp_path / "args").read_text()
+        assert args.startswith("knn c.ckpt --train-path train --val-path val") and flag in args
+    bad = subprocess.run(["bash", str(script), "swav", "c.ckpt", "train", "val"], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown method 'swav'")

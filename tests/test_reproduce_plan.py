@@ -16,17 +16,20 @@ spec = importlib.util.spec_from_file_location("reproduce", REPO / "benchmarks" /
 reproduce = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(reproduce)
 PLAN = OmegaConf.load(REPO / "benchmarks" / "reproduce.yaml")
+PAPER = OmegaConf.load(REPO / "benchmarks" / "reproduce_paper.yaml")
+PLANS = [(PLAN, m) for m in PLAN.methods] + [(PAPER, m) for m in PAPER.methods]
 
 
-def build(method, variant, tmp_path, overrides=()):
-    cfg = reproduce.pretrain_config(PLAN, method, variant, 0, tmp_path, tmp_path, tmp_path,
+def build(method, variant, tmp_path, overrides=(), plan=PLAN):
+    cfg = reproduce.pretrain_config(plan, method, variant, 0, tmp_path, tmp_path, tmp_path,
                                     list(overrides))
     return OmegaConf.to_container(parse_pretrain_cfg(cfg), resolve=True)
 
 
-@pytest.mark.parametrize("method", list(PLAN.methods))
-def test_every_variant_is_what_its_name_says(method, tmp_path):
-    built = {v: build(method, v, tmp_path) for v in PLAN.variants}
+@pytest.mark.parametrize("plan,method", PLANS, ids=[f"{'paper' if p is PAPER else 'solo'}-{m}"
+                                                    for p, m in PLANS])
+def test_every_variant_is_what_its_name_says(plan, method, tmp_path):
+    built = {v: build(method, v, tmp_path, plan=plan) for v in plan.variants}
     for variant, cfg in built.items():
         assert variant_of(cfg) == variant
     vanilla = built.pop("vanilla")
@@ -68,3 +71,30 @@ def test_threads_option_sets_torch_threads_and_refuses_zero(capsys):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_paper_plan_is_the_paper_config_at_small_scale(tmp_path):
+    """reproduce_paper.yaml runs scripts/pretrain/paper/cifar100's MoCo recipe; only the budget,
+    the width, the queue (a fifth of the data) and the KNN frequency are scaled down."""
+    from solo_mixmask.config import load_config
+
+    for variant in PAPER.variants:
+        small = build("mocov2plus", variant, tmp_path, plan=PAPER)
+        name = "mocov2plus" if variant == "vanilla" else f"mocov2plus_{variant}"
+        full = OmegaConf.to_container(parse_pretrain_cfg(load_config(
+            str(REPO / "scripts/pretrain/paper/cifar100"), name,
+            [f"data.train_path={tmp_path}", "data.val_path=null", "knn_eval.enabled=false"])))
+        kw_small, kw_full = dict(small["method_kwargs"]), dict(full["method_kwargs"])
+        assert kw_small.pop("queue_size") == 1024 and kw_full.pop("queue_size") == 4096
+        assert kw_small == kw_full, variant
+        assert small["augmentations"] == full["augmentations"]
+        assert small["momentum"] == full["momentum"]
+        for key in ("name", "weight_decay", "kwargs"):
+            assert small["optimizer"][key] == full["optimizer"][key], key
+        assert small["optimizer"]["lr"] / small["optimizer"]["lr_scale"] == pytest.approx(
+            full["optimizer"]["lr"] / full["optimizer"]["lr_scale"])
+        assert small["scheduler"] == full["scheduler"]
+        assert (small["data"]["mean"], small["data"]["std"]) == (full["data"]["mean"],
+                                                                 full["data"]["std"])
+        assert small["knn_eval"]["feature"] == full["knn_eval"]["feature"] == "projector"
+        assert small["backbone"]["kwargs"]["cifar_stem"] is True

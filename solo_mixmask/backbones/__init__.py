@@ -1,9 +1,9 @@
 """Backbone registry: ``create_backbone(name, **kwargs)`` in the timm manner.
 
-Our ResNets take ``width``, ``cifar_stem`` and ``zero_init_residual``; ``bn_splits`` > 1 swaps
-BatchNorm for SplitBatchNorm. Any other name is looked up in timm (``timm:<name>`` forces timm), built
-without a classifier, so ``model(x)`` always returns pooled features and ``model.num_features`` their
-size.
+Our ResNets take ``width``, ``cifar_stem``, ``maxpool`` and ``zero_init_residual``; ``bn_splits``
+> 1 swaps BatchNorm for SplitBatchNorm. Any other name is looked up in timm (``timm:<name>`` forces
+timm), built without a classifier, so ``model(x)`` always returns pooled features and
+``model.num_features`` their size.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet50": resnet50,
 }
 
-_RESNET_KWARGS = {"width", "cifar_stem", "zero_init_residual", "bn_splits"}
+_RESNET_KWARGS = {"width", "cifar_stem", "zero_init_residual", "bn_splits", "maxpool"}
 
 
 def is_known_backbone(name: str) -> bool:

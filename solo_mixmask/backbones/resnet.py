@@ -75,23 +75,25 @@ class ResNet(nn.Module):
         layers: blocks per stage.
         width: multiplier of every stage's channels (0.25 gives 16-32-64-128 for ResNet-18).
         cifar_stem: 3x3 stride-1 first convolution and no max-pool, for inputs of 64 px and less.
+        maxpool: keep the 3x3 stride-2 max-pool after the stem (None: only with the ImageNet
+            stem). W-MSE's Tiny-ImageNet ResNet-18 is the CIFAR stem with the max-pool.
         norm_layer: normalisation constructor (BatchNorm2d, or SplitBatchNorm for single-device MoCo).
         zero_init_residual: start each residual branch at zero (last BN weight 0).
     """
 
     def __init__(self, block: type[nn.Module], layers: list[int], width: float = 1.0,
                  cifar_stem: bool = False, norm_layer: Optional[NormLayer] = None,
-                 zero_init_residual: bool = False) -> None:
+                 zero_init_residual: bool = False, maxpool: Optional[bool] = None) -> None:
         super().__init__()
         norm = norm_layer or nn.BatchNorm2d
         base = max(1, int(round(64 * width)))
         self.inplanes = base
         if cifar_stem:
             self.conv1 = nn.Conv2d(3, base, 3, stride=1, padding=1, bias=False)
-            self.maxpool: nn.Module = nn.Identity()
         else:
             self.conv1 = nn.Conv2d(3, base, 7, stride=2, padding=3, bias=False)
-            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        pool = (not cifar_stem) if maxpool is None else bool(maxpool)
+        self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1) if pool else nn.Identity()
         self.bn1 = norm(base)
         self.relu = nn.ReLU(inplace=True)
         self.layer1 = self._stage(block, base, layers[0], 1, norm)

@@ -37,6 +37,9 @@ def _knn_arguments(p: argparse.ArgumentParser) -> None:
                    help="temperature of the cosine weights exp(sim/T) (default 0.1)")
     p.add_argument("--distance", choices=("cosine", "euclidean"), default="cosine",
                    help="cosine (InstDisc/Un-Mix) or solo-learn's inverse euclidean weights")
+    p.add_argument("--feature", choices=("backbone", "projector"), default="backbone",
+                   help="compare backbone features (default) or the projection head's output "
+                   "(Un-Mix's CIFAR MoCo monitor; needs a checkpoint of this package)")
     p.add_argument("--vote", choices=("weighted", "majority"), default="weighted",
                    help="weighted (default) or an unweighted count of the k labels; the W-MSE "
                    "protocol is --vote majority --distance euclidean --k 5")
@@ -140,7 +143,8 @@ def knn_command(args: argparse.Namespace, cfg: DictConfig) -> str:
     parts: list[Any] = ["solo-mixmask", "knn", args.checkpoint, "--train-path", args.train_path,
                         "--val-path", args.val_path, "--dataset", cfg.data.dataset,
                         "--crop-size", aug.crop_size, "--k", args.k, "--temperature",
-                        args.temperature, "--distance", args.distance, "--vote", args.vote]
+                        args.temperature, "--distance", args.distance, "--vote", args.vote,
+                        "--feature", args.feature]
     if args.backbone:
         parts += ["--backbone", args.backbone]
     if args.backbone_kwargs:
@@ -175,6 +179,7 @@ def run_knn(args: argparse.Namespace) -> int:
     from ..eval.checkpoints import (
         load_backbone,
         load_checkpoint_file,
+        load_method,
         resolve_backbone_spec,
         split_backbone,
     )
@@ -195,6 +200,8 @@ def run_knn(args: argparse.Namespace) -> int:
     del obj
     backbone, built = load_backbone(args.checkpoint, name, kwargs)
     info["backbone"] = built["name"]
+    if args.feature == "projector":
+        backbone = load_method(args.checkpoint).knn_encoder("projector")
 
     aug = cfg.data.augmentations
     transform = build_eval_transform(int(aug.crop_size), list(aug.mean), list(aug.std))
@@ -217,7 +224,7 @@ def run_knn(args: argparse.Namespace) -> int:
           f"top-1 {top1:.2f}%  top-5 {top5:.2f}%  ({len(tr_f)} train / {len(te_f)} val images)")
     if not args.no_record:
         settings = {"k": args.k, "temperature": args.temperature, "distance": args.distance,
-                    "vote": args.vote,
+                    "vote": args.vote, "feature": args.feature,
                     "crop_size": int(aug.crop_size),
                     "train_path": str(Path(args.train_path).resolve()),
                     "val_path": str(Path(args.val_path).resolve()),

@@ -74,6 +74,21 @@ def resolve_hardware(cfg: DictConfig) -> None:
         cfg.devices = 1
 
 
+def lr_scale(cfg: DictConfig) -> float:
+    """solo-learn's convention: lrs are per 256 images, times the total batch / 256
+    (``optimizer.scale_lr: false`` takes them as given, as W-MSE's Adam recipes state them)."""
+    if not bool(cfg.optimizer.scale_lr):
+        return 1.0
+    return int(cfg.optimizer.batch_size) * world_size(cfg) / 256
+
+
+def check_decay_steps(cfg: DictConfig) -> None:
+    """``scheduler.lr_decay_steps``: epochs (negative ones count from the end of the run; in a
+    run shorter than that they never come, as in W-MSE's MultiStepLR)."""
+    if cfg.scheduler.name == "step" and not cfg.scheduler.lr_decay_steps:
+        raise ConfigError("scheduler 'step' needs scheduler.lr_decay_steps (a list of epochs)")
+
+
 def _check_augmentations(cfg: DictConfig) -> None:
     augs = cfg.augmentations
     if len(augs) == 0:
@@ -157,8 +172,7 @@ def parse_pretrain_cfg(cfg: DictConfig) -> DictConfig:
         for key, value in (("eta", 1e-3), ("clip_lr", False), ("exclude_bias_n_norm", False)):
             cfg.optimizer.kwargs.setdefault(key, value)
     check_optimizer_kwargs(cfg)
-    if cfg.scheduler.name == "step" and not cfg.scheduler.lr_decay_steps:
-        raise ConfigError("scheduler 'step' needs scheduler.lr_decay_steps (a list of epochs)")
+    check_decay_steps(cfg)
 
     resolve_hardware(cfg)
     if cfg.name is None:
@@ -173,7 +187,7 @@ def parse_pretrain_cfg(cfg: DictConfig) -> DictConfig:
     # linear lr scaling by the total batch size (solo-learn's convention); a parsed config (such
     # as a run's args.json) records its scale and is not scaled twice
     if cfg.optimizer.lr_scale is None:
-        scale = int(cfg.optimizer.batch_size) * world_size(cfg) / 256
+        scale = lr_scale(cfg)
         cfg.optimizer.lr = float(cfg.optimizer.lr) * scale
         cfg.optimizer.classifier_lr = float(cfg.optimizer.classifier_lr) * scale
         cfg.optimizer.lr_scale = scale

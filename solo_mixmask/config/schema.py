@@ -285,7 +285,9 @@ class OptimizerConfig:
     weight_decay: float = opt(0.0, ge=0)
     kwargs: Dict[str, Any] = opt(factory=dict)
     exclude_bias_n_norm_wd: bool = False
-    lr_scale: Optional[float] = None  # derived: total batch / 256, applied to the lrs
+    # true: lrs are per 256 images and scaled by the total batch (solo-learn); false: as given
+    scale_lr: bool = True
+    lr_scale: Optional[float] = None  # derived: the factor applied to the lrs
 
 
 @dataclass
@@ -294,9 +296,10 @@ class SchedulerConfig:
     warmup_epochs: float = opt(10, ge=0)
     warmup_start_lr: float = opt(3e-5, ge=0)
     min_lr: float = opt(0.0, ge=0)
-    lr_decay_steps: Optional[List[float]] = None
+    lr_decay_steps: Optional[List[float]] = None  # epochs; negative: counted from the end
     gamma: float = opt(0.1, gt=0)
     interval: str = opt("step", choices=("step", "epoch"))
+    warmup_steps: int = opt(0, ge=0)  # a linear warm-up over iterations, on top of any schedule
 
 
 @dataclass
@@ -314,6 +317,11 @@ class KNNEvalConfig:
     distance_func: str = opt("euclidean", choices=("euclidean", "cosine"))
     bank: str = opt("crops", choices=("crops", "clean"))
     frequency: int = opt(1, ge=1)
+    # what is compared: the backbone's pooled features, or the projection head's output (Un-Mix's
+    # CIFAR MoCo monitor)
+    feature: str = opt("backbone", choices=("backbone", "projector"))
+    # weighted (InstDisc / solo-learn) or an unweighted majority of the k neighbours (W-MSE)
+    vote: str = opt("weighted", choices=("weighted", "majority"))
 
 
 @dataclass
@@ -397,6 +405,7 @@ class EvalOptimizerConfig:
     kwargs: Dict[str, Any] = opt(factory=dict)
     backbone_lr: Optional[float] = opt(None, ge=0)
     exclude_bias_n_norm_wd: bool = False
+    scale_lr: bool = True
     lr_scale: Optional[float] = None
 
 
@@ -409,11 +418,15 @@ class EvalSchedulerConfig:
     warmup_start_lr: float = opt(0.0, ge=0)
     min_lr: float = opt(0.0, ge=0)
     interval: str = opt("step", choices=("step", "epoch"))
+    warmup_steps: int = opt(0, ge=0)
 
 
 @dataclass
 class FeaturesConfig:
     precompute: bool = False
+    # lightning: the engine's probe (any optimizer and schedule) on the precomputed features;
+    # wmse: W-MSE's probe (Adam, lr decayed exponentially to scheduler.min_lr over max_epochs)
+    probe: str = opt("lightning", choices=("lightning", "wmse"))
 
 
 @dataclass

@@ -11,25 +11,27 @@ from ..eval.knn import knn_accuracy
 
 
 class KNNMonitor(Callback):
-    """Weighted KNN of the backbone every ``frequency`` epochs, with a clean (unaugmented) train
-    bank, as in InstDisc / Un-Mix. Logs ``val_knn_acc1`` and ``val_knn_acc5``."""
+    """KNN of the backbone (or of the projection head's output) every ``frequency`` epochs, with
+    a clean (unaugmented) train bank, as in InstDisc / Un-Mix; weighted or majority vote. Logs
+    ``val_knn_acc1`` and ``val_knn_acc5``."""
 
     def __init__(self, train_loader: DataLoader, test_loader: DataLoader, num_classes: int,
                  k: int = 200, T: float = 0.1, distance: str = "cosine",
-                 frequency: int = 1) -> None:
+                 frequency: int = 1, feature: str = "backbone", vote: str = "weighted") -> None:
         self.train_loader, self.test_loader = train_loader, test_loader
         self.num_classes = num_classes
-        self.k, self.T, self.distance = k, T, distance
+        self.k, self.T, self.distance, self.vote = k, T, distance, vote
+        self.feature = feature
         self.frequency = max(1, int(frequency))
 
     def evaluate(self, pl_module: pl.LightningModule) -> tuple[float, float]:
-        backbone = pl_module.backbone
+        encoder = pl_module.knn_encoder(self.feature)
         device = pl_module.device
         cl = bool(getattr(pl_module, "channels_last", False))
-        tr_f, tr_y = extract_features(backbone, self.train_loader, device, cl)
-        te_f, te_y = extract_features(backbone, self.test_loader, device, cl)
+        tr_f, tr_y = extract_features(encoder, self.train_loader, device, cl)
+        te_f, te_y = extract_features(encoder, self.test_loader, device, cl)
         return knn_accuracy(tr_f, tr_y, te_f, te_y, self.num_classes, self.k, self.T,
-                            self.distance)
+                            self.distance, vote=self.vote)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch

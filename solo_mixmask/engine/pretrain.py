@@ -204,9 +204,10 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
     extra: list[Callback] = []
     if bool(cfg.knn_eval.enabled) and cfg.knn_eval.bank == "clean":
         bank = build_eval_loader(cfg, str(cfg.data.train_path), train=True, gpu=gpu)
-        extra.append(KNNMonitor(bank, val_loader, int(cfg.data.num_classes), int(cfg.knn_eval.k),
-                                float(cfg.knn_eval.T), str(cfg.knn_eval.distance_func),
-                                int(cfg.knn_eval.frequency)))
+        knn = cfg.knn_eval
+        extra.append(KNNMonitor(bank, val_loader, int(cfg.data.num_classes), int(knn.k),
+                                float(knn.T), str(knn.distance_func), int(knn.frequency),
+                                feature=str(knn.feature), vote=str(knn.vote)))
         val_loader = None  # the monitor evaluates; no separate validation loop needed
 
     # the run directory: the resumed run's own, or a new one

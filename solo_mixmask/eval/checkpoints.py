@@ -159,3 +159,23 @@ def resolve_backbone_spec(obj: dict[str, Any], name: Optional[str] = None,
                                   f"{guess['name']} weights")
         return name, {**guess["kwargs"], **kwargs}
     return name, kwargs
+
+
+def load_method(path: str | os.PathLike) -> nn.Module:
+    """The whole pretraining module (backbone and heads) of a checkpoint of this package, built
+    from the config it stores, in eval mode: for features taken after the projection head."""
+    from omegaconf import OmegaConf
+
+    from ..methods import METHODS
+
+    obj = load_checkpoint_file(path)
+    cfg, weights = obj.get("cfg"), obj.get("state_dict")
+    if not isinstance(cfg, dict) or not isinstance(weights, dict) or cfg.get("method") not in METHODS:
+        raise CheckpointError(f"{path}: the projection head needs a pretraining checkpoint of this "
+                              "package (its config names the head); use --feature backbone")
+    model = METHODS[cfg["method"]](OmegaConf.create(cfg))
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: {first_line(exc)}") from None
+    return model.eval()

@@ -13,7 +13,6 @@ the final checkpoint); the result record goes to ``results_dir``.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +26,19 @@ from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ..config.loading import select
-from ..config.pretrain import check_dataset, check_optimizer_kwargs, resolve_hardware, world_size
+from ..config.pretrain import (
+    check_dataset,
+    check_decay_steps,
+    check_optimizer_kwargs,
+    lr_scale,
+    resolve_hardware,
+)
 from ..config.schema import LinearConfig, report_ignored, validate
 from ..data.augmentations import build_eval_transform, build_linear_train_transform
 from ..data.info import DATASETS
 from ..errors import CheckpointError, ConfigError, DataError
 from ..utils.optim import build_optimizer
-from ..utils.schedulers import step_decay, warmup_cosine
+from ..utils.schedulers import build_schedule
 from .checkpoints import load_backbone, load_checkpoint_file, resolve_backbone_spec, split_backbone
 from .features import class_names, eval_loader, extract_features, image_dataset
 from .records import make_record, provenance, write_record
@@ -85,8 +90,13 @@ def parse_linear_cfg(cfg: DictConfig, schema: type = LinearConfig) -> DictConfig
     resolve_hardware(cfg)
     if cfg.name is None:
         cfg.name = f"linear-{cfg.data.dataset}"
+    check_decay_steps(cfg)
+    if cfg.features.probe == "wmse" and (not cfg.features.precompute
+                                         or cfg.optimizer.name != "adam"):
+        raise ConfigError("features.probe=wmse trains Adam on precomputed features: set "
+                          "features.precompute=true and optimizer.name=adam")
     if cfg.optimizer.lr_scale is None:
-        scale = int(cfg.optimizer.batch_size) * world_size(cfg) / 256
+        scale = lr_scale(cfg)
         cfg.optimizer.lr = float(cfg.optimizer.lr) * scale
         cfg.optimizer.backbone_lr = float(cfg.optimizer.backbone_lr) * scale
         cfg.optimizer.lr_scale = scale
@@ -222,18 +232,9 @@ class LinearModel(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _schedule(self) -> Optional[Callable[[int], float]]:
-        sc = self.cfg.scheduler
-        if sc.name == "none":
-            return None
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = total / max(1, int(self.cfg.max_epochs))
-        if sc.name == "step":
-            return step_decay([int(e * per_epoch) for e in sc.lr_decay_steps], float(sc.gamma))
-        base = max(float(self.cfg.optimizer.lr), 1e-12)
-        warmup = int(math.ceil(float(sc.warmup_epochs) * per_epoch)) \
-            if sc.name == "warmup_cosine" else 0
-        return warmup_cosine(total, warmup, float(sc.warmup_start_lr) / base,
-                             float(sc.min_lr) / base)
+        return build_schedule(self.cfg.scheduler, float(self.cfg.optimizer.lr),
+                              int(self.trainer.estimated_stepping_batches),
+                              int(self.cfg.max_epochs))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["cfg"] = OmegaConf.to_container(self.cfg, resolve=True)
@@ -347,8 +348,8 @@ def _run_dir(cfg: DictConfig, kind: str) -> tuple[Path, str, Optional[Path]]:
 def settings_of(cfg: DictConfig) -> dict[str, Any]:
     """The evaluation settings a record keeps next to its numbers."""
     return {
-        "protocol": "precomputed-features" if cfg.features.precompute else (
-            "finetune" if cfg.finetune else "frozen"),
+        "protocol": ("wmse-probe" if cfg.features.probe == "wmse" else "precomputed-features")
+        if cfg.features.precompute else ("finetune" if cfg.finetune else "frozen"),
         "max_epochs": int(cfg.max_epochs),
         "optimizer": str(cfg.optimizer.name),
         "batch_size": int(cfg.optimizer.batch_size),
@@ -359,6 +360,30 @@ def settings_of(cfg: DictConfig) -> dict[str, Any]:
         "train_path": str(Path(cfg.data.train_path).resolve()),
         "val_path": str(Path(cfg.data.val_path).resolve()),
     }
+
+
+def _wmse_probe(cfg: DictConfig, kind: str, train: TensorDataset, val: TensorDataset,
+                num_classes: int, info: dict[str, Any], run_dir: Path, command: Optional[str],
+                extra_settings: Optional[Callable[[], dict[str, Any]]]) -> EvalResult:
+    """W-MSE's probe on the precomputed features (``feature_probe.py``); one process."""
+    from .feature_probe import train_feature_probe
+
+    result = train_feature_probe(*train.tensors, *val.tensors, num_classes,
+                                 epochs=int(cfg.max_epochs), lr=float(cfg.optimizer.lr),
+                                 lr_end=max(float(cfg.scheduler.min_lr), 1e-12),
+                                 weight_decay=float(cfg.optimizer.weight_decay),
+                                 batch_size=int(cfg.optimizer.batch_size), seed=int(cfg.seed),
+                                 device=_accelerator_device(cfg))
+    metrics = {"acc1": result["acc1"], "acc5": result["acc5"], "loss": result["loss"]}
+    settings = {**settings_of(cfg), "num_train": len(train),
+                **(extra_settings() if extra_settings else {})}
+    record = make_record(kind, metrics, checkpoint=cfg.pretrained_feature_extractor,
+                         dataset=cfg.data.dataset, settings=settings, info=info,
+                         overrides={"method": cfg.pretrain_method,
+                                    "variant": cfg.pretrain_variant,
+                                    "epochs": cfg.pretrain_epochs}, command=command)
+    record["eval_run_dir"] = str(run_dir.resolve())
+    return EvalResult(metrics, run_dir, write_record(record, cfg.results_dir), record, None)
 
 
 def run_linear(cfg: DictConfig, kind: str = "linear",
@@ -391,6 +416,9 @@ def run_linear(cfg: DictConfig, kind: str = "linear",
     if cfg.features.precompute:
         train, val = precompute(backbone, train, val, cfg)
         model_backbone = None
+    if cfg.features.probe == "wmse":
+        return _wmse_probe(cfg, kind, train, val, num_classes, info, run_dir, command,
+                           extra_settings)
     model = LinearModel(model_backbone, features_dim, num_classes, cfg)
     workers, bs = int(cfg.data.num_workers), int(cfg.optimizer.batch_size)
     gpu = _accelerator_device(cfg).type == "cuda"

@@ -10,7 +10,6 @@ come after every loss term.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
@@ -27,7 +26,23 @@ from ..errors import ConfigError
 from ..eval.knn import knn_accuracy
 from ..utils.momentum import copy_params, ema_update, tau_at
 from ..utils.optim import build_optimizer, split_no_decay
-from ..utils.schedulers import constant, step_decay, warmup_cosine
+from ..utils.schedulers import build_schedule, constant
+
+
+class KNNEncoder(nn.Module):
+    """A method's backbone, optionally followed by its projection head, as one module (its
+    train/eval mode is theirs), for feature extraction."""
+
+    def __init__(self, method: BaseMethod, feature: str = "backbone") -> None:
+        super().__init__()
+        self.feature = feature
+        self.backbone = method.backbone
+        self.head = method.projector if feature == "projector" else None
+        self._project = method.project
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(x)
+        return self._project(feats) if self.head is not None else feats
 
 
 @dataclass
@@ -152,7 +167,7 @@ class BaseMethod(pl.LightningModule):
         self.log_dict(logs, on_step=True, on_epoch=True)
         if self.knn_on and self._knn_epoch():
             keep = targets != -1
-            self._knn_train.append((feats[0].detach()[keep], targets[keep]))
+            self._knn_train.append((self._knn_view(feats[0])[keep], targets[keep]))
         return loss + cls_loss
 
     def _classifier_step(self, feats: list[torch.Tensor],
@@ -167,6 +182,22 @@ class BaseMethod(pl.LightningModule):
         keep = y != -1
         acc1 = (logits[keep].argmax(1) == y[keep]).float().mean()
         return loss, acc1
+
+    # ------------------------------------------------------------------- KNN
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        """The projection head's output for backbone features (``knn_eval.feature: projector``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no projection head")
+
+    @torch.no_grad()
+    def _knn_view(self, feats: torch.Tensor) -> torch.Tensor:
+        feats = feats.detach()
+        if select(self.cfg, "knn_eval.feature", "backbone") == "projector":
+            return self.project(feats).float()
+        return feats
+
+    def knn_encoder(self, feature: str = "backbone") -> nn.Module:
+        """Images -> the features the KNN compares (backbone, or projection head output)."""
+        return KNNEncoder(self, feature)
 
     def _knn_epoch(self) -> bool:
         freq = int(select(self.cfg, "knn_eval.frequency", 1))
@@ -184,7 +215,7 @@ class BaseMethod(pl.LightningModule):
         acc5 = (top == y[:, None]).any(1)[keep].float().sum()
         self._val_outputs.append({"n": n, "loss": loss, "acc1": acc1, "acc5": acc5})
         if self.knn_on and not self.trainer.sanity_checking and self._knn_epoch():
-            self._knn_test.append((out["feats"].detach(), y))
+            self._knn_test.append((self._knn_view(out["feats"]), y))
 
     def on_validation_epoch_end(self) -> None:
         if self._val_outputs:
@@ -203,7 +234,8 @@ class BaseMethod(pl.LightningModule):
             top1, top5 = knn_accuracy(tr_f, tr_y, te_f, te_y, self.num_classes,
                                       k=int(self.cfg.knn_eval.k),
                                       T=float(select(self.cfg, "knn_eval.T", 0.07)),
-                                      distance=distance)
+                                      distance=distance,
+                                      vote=str(select(self.cfg, "knn_eval.vote", "weighted")))
             self.log_dict({"val_knn_acc1": top1, "val_knn_acc5": top5}, sync_dist=True)
         if not self.trainer.sanity_checking:
             self._knn_train.clear()
@@ -226,26 +258,12 @@ class BaseMethod(pl.LightningModule):
         kwargs = OmegaConf.to_container(cfg.optimizer.kwargs, resolve=True) or {}
         opt = build_optimizer(cfg.optimizer.name, groups, float(cfg.optimizer.lr),
                               float(cfg.optimizer.weight_decay), kwargs)
-        name = cfg.scheduler.name
-        if name == "none":
-            return opt
         interval = str(cfg.scheduler.interval)
         epochs = int(cfg.max_epochs)
-        if interval == "step":
-            total = max(1, self.stepping_batches())
-            per_epoch = total / max(1, epochs)
-        else:
-            total, per_epoch = epochs, 1
-        base_lr = max(float(cfg.optimizer.lr), 1e-12)
-        if name == "step":
-            schedule = step_decay([int(e * per_epoch) for e in cfg.scheduler.lr_decay_steps],
-                                  float(cfg.scheduler.gamma))
-        else:
-            warmup = int(math.ceil(float(cfg.scheduler.warmup_epochs) * per_epoch)) \
-                if name == "warmup_cosine" else 0
-            schedule = warmup_cosine(total, warmup,
-                                     float(cfg.scheduler.warmup_start_lr) / base_lr,
-                                     float(cfg.scheduler.min_lr) / base_lr)
+        total = self.stepping_batches() if interval == "step" else epochs
+        schedule = build_schedule(cfg.scheduler, float(cfg.optimizer.lr), total, epochs)
+        if schedule is None:
+            return opt
         lambdas = [constant if g.get("fix_lr") else schedule for g in opt.param_groups]
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}

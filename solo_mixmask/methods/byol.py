@@ -59,6 +59,9 @@ class BYOL(BaseMomentumMethod):
         loss = byol_loss_func(p1, z2) + byol_loss_func(p2, z1)
         return {"loss": loss, "feats": [f1, f2], "targets": [z1, z2]}
 
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.projector(feats)
+
     def mix_embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.online(x)[1]
 

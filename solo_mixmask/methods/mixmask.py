@@ -55,7 +55,8 @@ class MixMaskMixin:
         mixed = self.branches.crops_to_mix()
         for c in mixed:
             loss, branch_logs = self.branches(
-                crops[c], self.mix_embed, lambda emb, c=c: self.mix_loss(emb, out, c))
+                crops[c], self.mix_embed, lambda emb, c=c: self.mix_loss(emb, out, c),
+                lambda emb, c=c: self.mix_loss(emb, out, 1 - c))
             total = loss if total is None else total + loss
             for k, v in branch_logs.items():
                 key = f"train_{k}" if len(mixed) == 1 else f"train_{k}_crop{c + 1}"

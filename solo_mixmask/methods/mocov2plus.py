@@ -43,6 +43,12 @@ class MoCoKwargs:
     bn_splits: Any = opt("auto", check=check_auto_or_int(1))
     split_query_bn: bool = False
     shuffle_bn: bool = True
+    # the symmetric loss: the mean of the two directions (solo-learn's v2+) or their sum (the
+    # MoCo CIFAR demo and Un-Mix's unmix_c100.py)
+    symmetric_loss: str = opt("mean", choices=("mean", "sum"))
+    # one queue that receives both crops' keys (2 x batch per step, as unmix_c100.py) instead
+    # of one queue per crop
+    shared_queue: bool = False
 
 
 class MoCoV2Plus(BaseMomentumMethod):
@@ -60,12 +66,17 @@ class MoCoV2Plus(BaseMomentumMethod):
         if kw.bn_splits < 1 or batch % kw.bn_splits:
             raise ConfigError(f"method_kwargs.bn_splits={kw.bn_splits} must divide "
                               f"optimizer.batch_size={batch}")
-        queue, total = int(kw.queue_size), batch * world
+        per_step = 2 if kw.shared_queue and kw.symmetric else 1
+        queue, total = int(kw.queue_size), batch * world * per_step
         if queue <= 0 or queue % total:
+            crops = " x 2 crops" if per_step == 2 else ""
             raise ConfigError(
-                f"method_kwargs.queue_size={queue} must be a positive multiple of the total batch "
-                f"size {total} (batch_size {batch} x {world} processes)"
+                f"method_kwargs.queue_size={queue} must be a positive multiple of the keys "
+                f"enqueued per step, {total} (batch_size {batch} x {world} processes{crops})"
             )
+        if kw.shared_queue and not kw.symmetric:
+            raise ConfigError("method_kwargs.shared_queue=true needs symmetric=true (an "
+                              "asymmetric loss has one queue already)")
         return cfg
 
     def __init__(self, cfg: DictConfig) -> None:
@@ -78,7 +89,8 @@ class MoCoV2Plus(BaseMomentumMethod):
         self.momentum_projector = mlp(self.features_dim, int(kw.proj_hidden_dim),
                                       int(kw.proj_output_dim), bn=False)
         copy_params(self.projector, self.momentum_projector)
-        num_queues = 2 if self.symmetric else 1
+        self.shared_queue = bool(kw.shared_queue)
+        num_queues = 2 if self.symmetric and not self.shared_queue else 1
         queue = F.normalize(torch.randn(num_queues, int(kw.proj_output_dim), int(kw.queue_size)),
                             dim=1)
         self.register_buffer("queue", queue)
@@ -136,7 +148,7 @@ class MoCoV2Plus(BaseMomentumMethod):
 
     def queue_of(self, key_crop: int) -> int:
         """Which queue holds the past keys of crop ``key_crop``."""
-        return key_crop if self.symmetric else 0
+        return key_crop if len(self.queue) == 2 else 0
 
     # --------------------------------------------------------------- SSL step
     def ssl_forward(self, crops: list[torch.Tensor]) -> dict[str, Any]:
@@ -146,8 +158,10 @@ class MoCoV2Plus(BaseMomentumMethod):
         if self.symmetric:
             f2, q2 = self.query(crops[1])
             k1 = self.key(crops[0])
-            loss = (mocov2plus_loss_func(q1, k2, queue[1], self.temperature)
-                    + mocov2plus_loss_func(q2, k1, queue[0], self.temperature)) / 2
+            loss = (mocov2plus_loss_func(q1, k2, queue[self.queue_of(1)], self.temperature)
+                    + mocov2plus_loss_func(q2, k1, queue[self.queue_of(0)], self.temperature))
+            if self.kw.symmetric_loss == "mean":
+                loss = loss / 2
             keys = [k1, k2]
         else:
             f2 = None
@@ -158,6 +172,9 @@ class MoCoV2Plus(BaseMomentumMethod):
     def mix_embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.query(x)[1]
 
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projector(feats), dim=-1)
+
     def mix_loss(self, emb: torch.Tensor, out: dict[str, Any], crop: int) -> torch.Tensor:
         other = 1 - crop
         return mocov2plus_loss_func(emb, out["keys"][other], out["queue"][self.queue_of(other)],
@@ -167,8 +184,10 @@ class MoCoV2Plus(BaseMomentumMethod):
     def after_ssl_step(self, out: dict[str, Any]) -> None:
         """Enqueues this step's keys (from every rank), once all loss terms are computed."""
         ptr = int(self.queue_ptr)
-        n = len(out["keys"][1]) * dist.world_size()
-        for crop, k in enumerate(out["keys"]):
-            if k is not None:
-                self.queue[self.queue_of(crop), :, ptr:ptr + n] = dist.gather_nograd(k).T
+        keys = [dist.gather_nograd(k) for k in out["keys"] if k is not None]
+        if self.shared_queue:  # crop 1's keys, then crop 2's, into the one queue
+            keys = [torch.cat(keys)]
+        n = len(keys[-1])
+        for q, k in zip(range(len(self.queue)) if len(keys) > 1 else [0], keys):
+            self.queue[q, :, ptr:ptr + n] = k.T
         self.queue_ptr[0] = (ptr + n) % self.queue.shape[-1]

@@ -20,6 +20,10 @@ class SimCLRKwargs:
     proj_output_dim: int = opt(ge=1)
     proj_hidden_dim: int = opt(ge=1)
     temperature: float = opt(gt=0)
+    # W-MSE's SimCLR (the paper's CIFAR-100 / Tiny-ImageNet code base): BatchNorm in the
+    # projector's hidden layer, and a BatchNorm1d on the embedding itself
+    proj_bn: bool = False
+    embedding_bn: bool = False
 
 
 class SimCLR(BaseMethod):
@@ -28,8 +32,9 @@ class SimCLR(BaseMethod):
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
         self.temperature = float(self.kw.temperature)
-        self.projector = mlp(self.features_dim, int(self.kw.proj_hidden_dim),
-                             int(self.kw.proj_output_dim), bn=False)
+        out = int(self.kw.proj_output_dim)
+        self.projector = mlp(self.features_dim, int(self.kw.proj_hidden_dim), out,
+                             bn=bool(self.kw.proj_bn), last_bn=bool(self.kw.embedding_bn))
 
     def param_groups(self):
         return super().param_groups() + [{"name": "projector",
@@ -37,9 +42,13 @@ class SimCLR(BaseMethod):
 
     def ssl_forward(self, crops: list[torch.Tensor]) -> dict[str, Any]:
         f1, f2 = self.backbone(crops[0]), self.backbone(crops[1])
-        z1, z2 = self.projector(f1), self.projector(f2)
+        # both views through the head at once: its BatchNorms (if any) see the 2N batch, as in W-MSE
+        z1, z2 = self.projector(torch.cat([f1, f2])).chunk(2)
         loss = simclr_loss_func(z1, z2, self.temperature)
         return {"loss": loss, "feats": [f1, f2], "z": [z1, z2]}
+
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.projector(feats)
 
     def mix_embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.backbone(x))

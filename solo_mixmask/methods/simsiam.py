@@ -22,6 +22,9 @@ class SimSiamKwargs:
     proj_output_dim: int = opt(ge=1)
     proj_hidden_dim: int = opt(ge=1)
     pred_hidden_dim: int = opt(ge=1)
+    # 3 (SimSiam's ImageNet projector) or 2 linear layers (its CIFAR variant, PatrickHua/SimSiam)
+    proj_layers: int = opt(3, choices=(2, 3))
+    proj_last_bn_affine: bool = False  # the CIFAR code keeps the last BatchNorm's affine terms
 
 
 class SimSiam(BaseMethod):
@@ -31,8 +34,9 @@ class SimSiam(BaseMethod):
         super().__init__(cfg)
         kw = self.kw
         out = int(kw.proj_output_dim)
-        self.projector = mlp(self.features_dim, int(kw.proj_hidden_dim), out, num_layers=3,
-                             bn=True, last_bn=True, last_bn_affine=False)
+        self.projector = mlp(self.features_dim, int(kw.proj_hidden_dim), out,
+                             num_layers=int(kw.proj_layers), bn=True, last_bn=True,
+                             last_bn_affine=bool(kw.proj_last_bn_affine))
         self.predictor = mlp(out, int(kw.pred_hidden_dim), out, bn=True)
 
     def param_groups(self):
@@ -47,6 +51,9 @@ class SimSiam(BaseMethod):
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss = (simsiam_loss_func(p1, z2) + simsiam_loss_func(p2, z1)) / 2
         return {"loss": loss, "feats": [f1, f2], "targets": [z1.detach(), z2.detach()]}
+
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.projector(feats)
 
     def mix_embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.predictor(self.projector(self.backbone(x)))

@@ -34,6 +34,10 @@ FILLS = ("mix", "zero", "noise", "mean")
 PERMUTATIONS = {"auto": "auto", "reverse": "reverse", "random": "random",
                 "same": "reverse", "different": "random"}
 CROPS = ("first", "both")
+#: what a mixed crop's embeddings are scored against: the targets of the other crop (the paper's
+#: Eq. 4-6), or of both crops (Un-Mix's CIFAR code: the query of the mixture made from crop 1 is
+#: scored against the keys of crop 2 and of crop 1, each pair weighted lambda / 1 - lambda)
+TARGETS = ("other", "both")
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,11 @@ class BranchConfig:
     permutation: str = "reverse"
     per_sample: bool = False
     crops: str = "first"
+    targets: str = "other"
     unmix: bool = False
     unmix_prob: float = 0.5
     unmix_alpha: float = 1.0
+    unmix_targets: str = "other"
 
     @property
     def erase(self) -> bool:
@@ -60,8 +66,10 @@ class BranchConfig:
         return {
             "mixmask": {"enabled": self.mixmask, "fill": self.fill, "pattern": self.pattern,
                         "grid": self.grid, "ratio": ratio, "permutation": self.permutation,
-                        "per_sample": self.per_sample, "crops": self.crops},
-            "unmix": {"enabled": self.unmix, "prob": self.unmix_prob, "alpha": self.unmix_alpha},
+                        "per_sample": self.per_sample, "crops": self.crops,
+                        "targets": self.targets},
+            "unmix": {"enabled": self.unmix, "prob": self.unmix_prob, "alpha": self.unmix_alpha,
+                      "targets": self.unmix_targets},
         }
 
 
@@ -82,6 +90,7 @@ class MixMaskKwargs:
     permutation: str = opt("auto", choices=tuple(PERMUTATIONS))
     per_sample: bool = False
     crops: str = opt("first", choices=CROPS)
+    targets: str = opt("other", choices=TARGETS)
 
 
 @dataclass
@@ -91,6 +100,7 @@ class UnmixKwargs:
     enabled: bool = False
     prob: float = opt(0.5, ge=0, le=1)
     alpha: float = opt(1.0, gt=0)
+    targets: str = opt("other", choices=TARGETS)
 
 
 @dataclass
@@ -117,6 +127,11 @@ def parse_branch_cfg(kw: Any, crop_size: int, symmetric: bool) -> BranchConfig:
     if mm.crops == "both" and not symmetric:
         raise ConfigError(f"{where}.crops='both' needs a symmetric base loss (crop 2 is never a "
                           "query here)")
+    for key, branch in (("mixmask", mm), ("unmix", um)):
+        if branch.enabled and branch.targets == "both" and not symmetric:
+            raise ConfigError(f"method_kwargs.{key}.targets='both' needs a symmetric base loss "
+                              "(the asymmetric loss has no target for the crop the mixture is "
+                              "made from); set method_kwargs.symmetric=true or targets: other")
     if not mm.enabled and not um.enabled:
         raise ConfigError("enable method_kwargs.mixmask or method_kwargs.unmix (or use the base "
                           "method for the vanilla baseline)")
@@ -125,8 +140,9 @@ def parse_branch_cfg(kw: Any, crop_size: int, symmetric: bool) -> BranchConfig:
         perm = "random" if um.enabled else "reverse"
     return BranchConfig(mixmask=bool(mm.enabled), fill=str(mm.fill), pattern=str(mm.pattern),
                         grid=grid, ratio=ratio, permutation=perm, per_sample=bool(mm.per_sample),
-                        crops=str(mm.crops), unmix=bool(um.enabled), unmix_prob=float(um.prob),
-                        unmix_alpha=float(um.alpha))
+                        crops=str(mm.crops), targets=str(mm.targets), unmix=bool(um.enabled),
+                        unmix_prob=float(um.prob), unmix_alpha=float(um.alpha),
+                        unmix_targets=str(um.targets))
 
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
@@ -158,8 +174,21 @@ class Branches:
                 self._noise_state = None
         return self._noise_gen
 
-    def __call__(self, x: torch.Tensor, embed: Embed,
-                 per_sample_loss: PerSampleLoss) -> tuple[torch.Tensor, dict[str, Any]]:
+    @staticmethod
+    def _scorer(targets: str, other: PerSampleLoss,
+                same: Optional[PerSampleLoss]) -> PerSampleLoss:
+        """The per-sample loss of a branch: against the other crop's targets, or the sum over
+        both crops' targets (the objective is linear in it, so each pair keeps lambda / 1 - lambda)."""
+        if targets == "other":
+            return other
+        if same is None:
+            raise ConfigError("targets='both' needs the targets of the mixed crop itself")
+        return lambda emb: other(emb) + same(emb)
+
+    def __call__(self, x: torch.Tensor, embed: Embed, per_sample_loss: PerSampleLoss,
+                 same_loss: Optional[PerSampleLoss] = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``per_sample_loss`` scores against the other crop's targets, ``same_loss`` against the
+        targets of the crop ``x`` itself (needed by ``targets: both``)."""
         c = self.cfg
         n = len(x)
         total: Optional[torch.Tensor] = None
@@ -167,22 +196,24 @@ class Branches:
         if c.unmix:
             mixed, lam, _ = unmix(x, c.unmix_prob, c.unmix_alpha, self.rng)
             perm = permutation(n, "reverse", self.rng, x.device)
-            loss, terms = two_term_loss(per_sample_loss, embed(mixed), lam, perm)
+            score = self._scorer(c.unmix_targets, per_sample_loss, same_loss)
+            loss, terms = two_term_loss(score, embed(mixed), lam, perm)
             total = loss
             logs.update({"unmix_loss": loss.detach(), "unmix_lambda": lam,
                          "unmix_main": terms["main"], "unmix_fill": terms["fill"]})
         if c.mixmask:
             mask, lam = sample_masks(c.pattern, c.grid, c.ratio, tuple(x.shape[-2:]), n,
                                      c.per_sample, self.rng, x.device)
+            score = self._scorer(c.targets, per_sample_loss, same_loss)
             if c.erase:
                 fill = erase_fill(x, c.fill, self.mean, self.std,
                                   self._noise_generator(x.device) if c.fill == "noise" else None)
                 kept, complement = erase(x, mask, fill)
-                loss, terms = erase_loss(per_sample_loss, embed(kept), embed(complement), lam)
+                loss, terms = erase_loss(score, embed(kept), embed(complement), lam)
                 name = "erase"
             else:
                 perm = permutation(n, c.permutation, self.rng, x.device)
-                loss, terms = two_term_loss(per_sample_loss, embed(mix(x, mask, perm)), lam, perm)
+                loss, terms = two_term_loss(score, embed(mix(x, mask, perm)), lam, perm)
                 name = "mixmask"
             total = loss if total is None else total + loss
             logs.update({f"{name}_loss": loss.detach(), f"{name}_lambda": lam.mean().detach(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 
 def warmup_cosine(total: int, warmup: int, start_factor: float,
@@ -27,3 +27,37 @@ def step_decay(milestones: Sequence[int], gamma: float) -> Callable[[int], float
 
 def constant(_: int) -> float:
     return 1.0
+
+
+def with_warmup(schedule: Callable[[int], float], steps: int) -> Callable[[int], float]:
+    """``schedule`` scaled by a linear warm-up over the first ``steps`` optimizer steps, from
+    ``1/steps`` to 1 (W-MSE's 500-iteration warm-up)."""
+    if steps <= 0:
+        return schedule
+    return lambda step: schedule(step) * min(1.0, (step + 1) / steps)
+
+
+def build_schedule(sc: Any, base_lr: float, total_steps: int,
+                   epochs: int) -> Optional[Callable[[int], float]]:
+    """The lr factor per optimizer step of a ``scheduler`` config section (None: constant).
+
+    ``total_steps`` counts the steps of the whole run (one per epoch with ``interval: epoch``).
+    ``lr_decay_steps`` are epochs; a negative one counts from the end (``-50``: 50 epochs before
+    the last). ``warmup_steps`` (iterations) multiplies any schedule by a linear warm-up.
+    """
+    if sc.name == "none" and not int(sc.get("warmup_steps", 0) or 0):
+        return None
+    total = max(1, int(total_steps))
+    per_epoch = total / max(1, int(epochs))
+    base = max(float(base_lr), 1e-12)
+    if sc.name == "step":
+        marks = [int(e if e >= 0 else epochs + e) for e in sc.lr_decay_steps]
+        schedule = step_decay([int(m * per_epoch) for m in marks if m >= 0], float(sc.gamma))
+    elif sc.name == "none":
+        schedule = constant
+    else:
+        warmup = int(math.ceil(float(sc.warmup_epochs) * per_epoch)) \
+            if sc.name == "warmup_cosine" else 0
+        schedule = warmup_cosine(total, warmup, float(sc.warmup_start_lr) / base,
+                                 float(sc.min_lr) / base)
+    return with_warmup(schedule, int(sc.get("warmup_steps", 0) or 0))
