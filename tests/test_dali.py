@@ -231,7 +231,7 @@ def test_pretraining_with_dali_takes_steps_and_checkpoints(cifar_train, tmp_path
 
     cfg = tiny_cfg("mixmask_mocov2plus", cifar_train, tmp_path, data__format="dali",
                    dali__threads=2, limit_train_batches=4)
-    _, loader, _, _ = prepare(cfg.copy())
+    _, loader, _, _, _ = prepare(cfg.copy())
     assert isinstance(loader, DALIPretrainLoader)
     result = pretrain(cfg)
     assert result.checkpoint is not None and result.checkpoint.is_file()

@@ -24,6 +24,7 @@ from solo_mixmask.data.augmentations import build_eval_transform
 from solo_mixmask.data.datasets import ImageList, TorchvisionDataset, scan_image_folder
 from solo_mixmask.data.info import DATASETS
 from solo_mixmask.data.resident import (
+    DeviceImages,
     ResidentEvalLoader,
     ResidentLoader,
     decode_all,
@@ -147,7 +148,7 @@ def test_resize_to_a_common_size(cifar_list, imagenette_train, tmp_path):
 
 
 def test_max_pixels_refusal(cifar_list):
-    with pytest.raises(DataError, match=r"data\.resident\.max_pixels=1,000,000") as err:
+    with pytest.raises(DataError, match=r"data\.device\.max_bytes=1,000,000") as err:
         decode_all(cifar_list, max_pixels=1_000_000, progress=False)
     assert "1,536,000" in str(err.value)  # 500 x 3 x 32 x 32
 
@@ -230,7 +231,7 @@ def test_corrupt_cache_is_ignored_and_rebuilt(cifar_list, tmp_path, corrupt):
 def test_cache_respects_max_pixels(cifar_list, tmp_path):
     tree = copy_tree(cifar_list, tmp_path / "t", list(range(0, 500, 10)))
     load_or_decode(tree, tmp_path / "cache", progress=False)
-    with pytest.raises(DataError, match="data.resident.max_pixels"):
+    with pytest.raises(DataError, match="data.device.max_bytes"):
         load_or_decode(tree, tmp_path / "cache", max_pixels=1000, progress=False)
 
 
@@ -251,34 +252,42 @@ def sampler_indices(n: int, seed: int, epoch: int, rank: int, world: int) -> lis
     return list(s)
 
 
+def loader_of(arrays, batch, transform, n=None, **kw) -> ResidentLoader:
+    images, targets = arrays
+    n = n or len(images)
+    return ResidentLoader(DeviceImages(images[:n], targets[:n], "cpu"), batch, transform, **kw)
+
+
+def epoch(loader: ResidentLoader, e: int) -> list[list]:
+    loader.set_epoch(e)
+    return batches(loader)
+
+
 @pytest.mark.parametrize("world", [2, 3])
 def test_sharding_equals_distributed_sampler(cifar_arrays, world):
-    images, targets = cifar_arrays[0][:497], cifar_arrays[1][:497]  # 497: not divisible by 2 or 3
+    """497 images: not divisible by 2 or 3, so DistributedSampler pads with its permutation's start."""
     for rank in range(world):
-        loader = ResidentLoader(images, targets, 16, no_crops, seed=11, device="cpu",
-                                drop_last=False, rank=rank, world_size=world)
-        for epoch in range(4):
-            seen = torch.cat([i for i, _, _ in loader]).tolist()
-            assert seen == sampler_indices(497, 11, epoch, rank, world), (rank, epoch)
-        assert loader.epoch == 4
+        loader = loader_of(cifar_arrays, 16, no_crops, 497, seed=11, rank=rank, world_size=world)
+        for e in range(4):
+            expected = sampler_indices(497, 11, e, rank, world)
+            assert [loader.sampler.indices[p] for p in loader.sampler.order(e)] == expected
+            seen = torch.cat([i for i, _, _ in epoch(loader, e)]).tolist()
+            assert seen == expected[:len(loader) * 16], (rank, e)  # the tail batch is dropped
 
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_each_index_once_per_epoch_across_ranks(cifar_arrays, world):
     n = 497
-    images, targets = cifar_arrays[0][:n], cifar_arrays[1][:n]
-    loaders = [ResidentLoader(images, targets, 32, no_crops, seed=3, device="cpu",
-                              drop_last=False, rank=r, world_size=world) for r in range(world)]
+    samplers = [loader_of(cifar_arrays, 32, no_crops, n, seed=3, rank=r, world_size=world).sampler
+                for r in range(world)]
     orders = []
-    for _ in range(3):
-        seen = torch.cat([torch.cat([i for i, _, _ in ld]) for ld in loaders])
+    for e in range(3):
+        seen = torch.tensor([s.indices[p] for s in samplers for p in s.order(e)])
         counts = torch.bincount(seen, minlength=n)
         padding = -(-n // world) * world - n
         assert (counts >= 1).all() and int((counts == 2).sum()) == padding
-        assert int(counts.sum()) == n + padding
-        # the padding repeats the start of the epoch's permutation, as DistributedSampler does
         g = torch.Generator()
-        g.manual_seed(3 + len(orders))
+        g.manual_seed(3 + e)
         assert set(torch.nonzero(counts == 2).flatten().tolist()) == set(
             torch.randperm(n, generator=g)[:padding].tolist())
         orders.append(seen)
@@ -287,7 +296,7 @@ def test_each_index_once_per_epoch_across_ranks(cifar_arrays, world):
 
 def test_batch_format_and_content(cifar_arrays):
     images, targets = cifar_arrays
-    loader = ResidentLoader(images, targets, 64, FlipNormalise(2), seed=0, device="cpu")
+    loader = loader_of(cifar_arrays, 64, FlipNormalise(2), seed=0)
     assert len(loader) == 500 // 64
     all_batches = list(loader)
     assert len(all_batches) == 7
@@ -306,89 +315,67 @@ def test_batch_format_and_content(cifar_arrays):
         assert (same & ~flipped).any() and (flipped & ~same).any()
 
 
-def test_drop_last_and_short_epochs(cifar_arrays):
+def test_short_data_and_bad_arrays(cifar_arrays):
     images, targets = cifar_arrays
-    tail = ResidentLoader(images, targets, 64, FlipNormalise(1), device="cpu", drop_last=False)
-    sizes = [len(i) for i, _, _ in tail]
-    assert len(tail) == 8 and sizes == [64] * 7 + [52]
-    three = ResidentLoader(images, targets, 64, FlipNormalise(1), device="cpu", rank=2, world_size=3)
+    three = loader_of(cifar_arrays, 64, FlipNormalise(1), rank=2, world_size=3)
     assert len(three) == 2 and [len(i) for i, _, _ in three] == [64, 64]  # 167 per rank
-    tiny = ResidentLoader(images[:40], targets[:40], 64, FlipNormalise(1), device="cpu")
+    tiny = loader_of(cifar_arrays, 64, FlipNormalise(1), 40)
     assert len(tiny) == 0
     with pytest.raises(DataError, match="fewer than one batch"):
         iter(tiny)
     with pytest.raises(DataError, match="uint8"):
-        ResidentLoader(images.astype(np.float32), targets, 8, FlipNormalise(1))
+        DeviceImages(images.astype(np.float32), targets)
     with pytest.raises(DataError, match="targets"):
-        ResidentLoader(images, targets[:10], 8, FlipNormalise(1))
+        DeviceImages(images, targets[:10])
 
 
-def test_determinism_and_resume(cifar_arrays):
-    images, targets = cifar_arrays
-
-    def make(**kw):
-        return ResidentLoader(images, targets, 50, FlipNormalise(2), seed=5, device="cpu", **kw)
+def test_determinism_and_resume_at_any_batch(cifar_arrays):
+    """Epoch e's batches depend on (seed, e) only: a fresh loader set to epoch e, or restored to
+    (epoch e, batch k), gives exactly the uninterrupted run's batches from there."""
+    def make(seed=5):
+        return loader_of(cifar_arrays, 50, FlipNormalise(2), seed=seed)
 
     a, b = make(), make()
-    run_a = [batches(a) for _ in range(3)]  # epochs 0, 1, 2, uninterrupted
-    run_b = [batches(b) for _ in range(2)]
-    assert same_batches(run_a[0], run_b[0]) and same_batches(run_a[1], run_b[1])
-    assert a.state_dict() == {"epoch": 3}
-
-    fresh = make()
-    fresh.set_epoch(2)
-    assert same_batches(batches(fresh), run_a[2])
+    run_a = [epoch(a, e) for e in range(3)]
+    assert same_batches(epoch(b, 1), run_a[1]) and same_batches(epoch(b, 0), run_a[0])
     restored = make()
-    restored.load_state_dict({"epoch": 1})
-    assert same_batches(batches(restored), run_a[1]) and restored.epoch == 2
-
+    restored.load_state_dict({"epoch": 2, "batch": 3})
+    assert same_batches(batches(restored), run_a[2][3:])
+    assert same_batches(batches(restored), run_a[2])  # the skip applies once
     assert not torch.equal(run_a[0][0][0], run_a[1][0][0])  # another order
-    # same images in another epoch get other draws: compare the crops of one image across epochs
     first = {int(i): c for batch in run_a[0] for i, c in zip(batch[0], batch[1][0])}
     second = {int(i): c for batch in run_a[1] for i, c in zip(batch[0], batch[1][0])}
     common = sorted(set(first) & set(second))
-    assert any(not torch.equal(first[i], second[i]) for i in common)
-    # another seed: another order and other augmentations
-    other_seed = ResidentLoader(images, targets, 50, FlipNormalise(2), seed=6, device="cpu")
-    assert not same_batches(batches(other_seed), run_a[0])
+    assert any(not torch.equal(first[i], second[i]) for i in common)  # other draws
+    assert not same_batches(epoch(make(seed=6), 0), run_a[0])
 
 
-def test_epoch_is_taken_at_the_first_batch(cifar_arrays):
-    """An iterator that is never consumed (Lightning's iterability check) uses up no epoch, and
-    set_epoch between iter() and the first batch still applies (Lightning's order of calls)."""
-    images, targets = cifar_arrays
-    loader = ResidentLoader(images, targets, 100, FlipNormalise(1), seed=1)
+def test_the_epoch_is_read_at_the_first_batch(cifar_arrays):
+    """An iterator that is never consumed (Lightning's iterability check) changes nothing, and a
+    set_epoch between iter() and the first batch applies (Lightning's order of calls)."""
+    loader = loader_of(cifar_arrays, 100, FlipNormalise(1), seed=1)
     iter(loader)
     it = iter(loader)
-    assert loader.epoch == 0
     loader.set_epoch(3)
     first = next(it)
-    assert loader.epoch == 4 and loader.device == torch.device("cpu")  # device=None: no CUDA here
-    assert torch.equal(first[0], loader.epoch_indices(3)[:100])
-    assert loader.sampler.set_epoch is not None  # what Lightning calls before every epoch
+    order = loader.sampler.order(3)
+    assert first[0].tolist() == [loader.sampler.indices[p] for p in order[:100]]
 
 
-def test_indices_map_rows_to_dataset_positions(cifar_arrays):
+def test_rows_are_reported_as_dataset_indexes(cifar_arrays):
     images, targets = cifar_arrays
-    keep = np.arange(0, 500, 3)
-    loader = ResidentLoader(images[keep], targets[keep], 16, FlipNormalise(1), device="cpu",
-                            indices=keep)
-    for idx, crops, y in loader:
-        assert set(idx.tolist()) <= set(keep.tolist())
-        assert torch.equal(y, torch.as_tensor(targets)[idx])
-        plain = (torch.as_tensor(images)[idx].float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) \
-            / torch.tensor(STD).view(1, 3, 1, 1)
-        c = crops[0]
-        ok = torch.isclose(c, plain, atol=1e-6).flatten(1).all(1) | \
-            torch.isclose(c, plain.flip(-1), atol=1e-6).flatten(1).all(1)
-        assert ok.all()
+    keep = list(range(0, 500, 3))
+    loader = loader_of(cifar_arrays, 16, FlipNormalise(1), rows=keep)
+    seen = torch.cat([idx for idx, _, _ in loader]).tolist()
+    assert set(seen) <= set(keep) and len(seen) == len(keep) // 16 * 16
 
 
 # ----------------------------------------------------------------------------- eval loader
 @pytest.mark.parametrize("crop", [None, 32, 24])
 def test_eval_loader_matches_build_eval_transform(cifar_arrays, crop):
     images, targets = cifar_arrays
-    loader = ResidentEvalLoader(images, targets, 96, MEAN, STD, crop_size=crop, device="cpu")
+    loader = ResidentEvalLoader(DeviceImages(images, targets, "cpu"), 96, MEAN, STD,
+                                crop_size=crop)
     out = list(loader)
     assert len(loader) == len(out) == 6 and len(out[-1][0]) == 500 - 5 * 96
     x = torch.cat([b[0] for b in out])
@@ -402,13 +389,23 @@ def test_eval_loader_matches_build_eval_transform(cifar_arrays, crop):
 
 def test_eval_loader_resizes_like_build_eval_transform_above_64px(imagenette_train):
     images, targets = decode_all(scan_image_folder(imagenette_train), size=224, progress=False)
-    loader = ResidentEvalLoader(images, targets, 40, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3),
-                                crop_size=128, device="cpu")
+    loader = ResidentEvalLoader(DeviceImages(images, targets, "cpu"), 40, (0.5, 0.4, 0.3),
+                                (0.2, 0.25, 0.3), crop_size=128)
     x = torch.cat([b[0] for b in loader])
     ref_t = build_eval_transform(128, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))  # resize 146, crop 128
     ref = torch.stack([ref_t(torch.as_tensor(img)) for img in images])
     assert x.shape == ref.shape == (100, 3, 128, 128)
     assert torch.allclose(x, ref, atol=1e-5)
+
+
+def test_the_bank_shares_the_training_images(cifar_arrays):
+    images = DeviceImages(*cifar_arrays, "cpu")
+    train = ResidentLoader(images, 50, no_crops)
+    bank = ResidentEvalLoader(images, 100, MEAN, STD)
+    next(iter(train))
+    first = next(iter(bank))
+    assert images.get()[0].data_ptr() == images.get()[0].data_ptr()  # moved once
+    assert torch.equal(first[1], torch.as_tensor(cifar_arrays[1][:100]))
 
 
 # --------------------------------------------------------------------- through Lightning
@@ -434,40 +431,13 @@ class Recorder(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _trainer(epochs: int, root: Path) -> pl.Trainer:
+def _trainer(epochs: int, root: Path, loader: ResidentLoader, *extra) -> pl.Trainer:
+    from solo_mixmask.engine.interrupt import DataPosition
+
     return pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=str(root),
-                      num_sanity_val_steps=0)
-
-
-def test_lightning_epochs_and_resume(cifar_arrays, tmp_path):
-    """Lightning sees epochs 0, 1, 2 of the loader; a run resumed after epoch 0 from a checkpoint
-    repeats epochs 1 and 2 of the uninterrupted run exactly (the loader's state is in the checkpoint)."""
-    images, targets = cifar_arrays[0][:200], cifar_arrays[1][:200]
-
-    def make():
-        return ResidentLoader(images, targets, 64, FlipNormalise(2), seed=9, device="cpu")
-
-    full = Recorder()
-    _trainer(3, tmp_path).fit(full, make(), ResidentEvalLoader(images, targets, 128, MEAN, STD))
-    assert full.val_sizes == [128, 72] * 3  # the eval loader works as Lightning's val loader
-    reference = make()
-    for e in range(3):
-        assert torch.equal(torch.cat([b[0] for b in full.seen[e]]),
-                           reference.epoch_indices(e)[:192])
-    first = Recorder()
-    trainer = _trainer(1, tmp_path)
-    trainer.fit(first, make())
-    ckpt = tmp_path / "epoch0.ckpt"
-    trainer.save_checkpoint(ckpt)
-    assert torch.load(ckpt, weights_only=False)["loops"]["fit_loop"]["state_dict"][
-        "combined_loader"] == [{"epoch": 1}]
-    resumed = Recorder()
-    _trainer(3, tmp_path).fit(resumed, make(), ckpt_path=str(ckpt))
-    assert sorted(resumed.seen) == [1, 2]
-    for e in (1, 2):
-        assert same_batches(resumed.seen[e], full.seen[e])
+                      num_sanity_val_steps=0, callbacks=[DataPosition(loader.sampler), *extra])
 
 
 class Killed(Exception):
@@ -478,34 +448,32 @@ class SaveAt(pl.Callback):
     def __init__(self, path: Path, epoch: int, batch: int) -> None:
         self.path, self.epoch, self.batch = path, epoch, batch
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
-            trainer.save_checkpoint(self.path)
-            raise Killed  # the run dies right after this checkpoint
+            trainer.save_checkpoint(self.path)  # the state before this batch
+            raise Killed
 
 
-def test_lightning_mid_epoch_resume_keeps_the_trainer_epoch(cifar_arrays, tmp_path):
-    """A checkpoint from inside epoch 1 holds loader epoch 2 (epoch 1 had started); Lightning's
-    set_epoch on the loader's ``sampler`` brings it back to 1 for the rest of that epoch (which starts
-    over its order, as a DataLoader with DistributedSampler would), and epoch 2 is the original."""
-    images, targets = cifar_arrays[0][:256], cifar_arrays[1][:256]
-
+def test_lightning_epochs_and_resume_inside_an_epoch(cifar_arrays, tmp_path):
+    """Lightning runs epochs 0, 1, 2 of the loader (and the eval loader as its validation); a run
+    killed before batch 2 of epoch 1 and resumed from that checkpoint sees exactly the rest of the
+    uninterrupted run."""
     def make():
-        return ResidentLoader(images, targets, 64, FlipNormalise(1), seed=4, device="cpu")
+        return loader_of(cifar_arrays, 64, FlipNormalise(2), 256, seed=9)
 
-    full = Recorder()
-    _trainer(3, tmp_path).fit(full, make())
-    ckpt = tmp_path / "mid.ckpt"
-    killed = _trainer(3, tmp_path)
-    killed.callbacks.append(SaveAt(ckpt, 1, 1))
+    full, loader = Recorder(), make()
+    val = ResidentEvalLoader(DeviceImages(cifar_arrays[0][:200], cifar_arrays[1][:200], "cpu"),
+                             128, MEAN, STD)
+    _trainer(3, tmp_path, loader).fit(full, loader, val)
+    assert full.val_sizes == [128, 72] * 3
+    ckpt, loader = tmp_path / "mid.ckpt", make()
     with pytest.raises(Killed):
-        killed.fit(Recorder(), make())
+        _trainer(3, tmp_path, loader, SaveAt(ckpt, 1, 2)).fit(Recorder(), loader)
     assert torch.load(ckpt, weights_only=False)["loops"]["fit_loop"]["state_dict"][
-        "combined_loader"] == [{"epoch": 2}]
-    resumed = Recorder()
-    _trainer(3, tmp_path).fit(resumed, make(), ckpt_path=str(ckpt))
-    assert len(resumed.seen[1]) == 2  # batches 2 and 3 of epoch 1 remained
-    assert same_batches(resumed.seen[1], full.seen[1][:2])
+        "combined_loader"] == [{"epoch": 1, "batch": 2}]
+    resumed, loader = Recorder(), make()
+    _trainer(3, tmp_path, loader).fit(resumed, loader, ckpt_path=str(ckpt))
+    assert same_batches(resumed.seen[1], full.seen[1][2:])
     assert same_batches(resumed.seen[2], full.seen[2])
 
 

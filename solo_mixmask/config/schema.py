@@ -257,11 +257,22 @@ def check_optimizer_name(value: Any, key: str) -> None:
 
 
 @dataclass
+class DeviceDataConfig:
+    """``data.format: device``: images decoded once and held on the training device."""
+
+    size: Optional[int] = opt(None, ge=8)  # resize + centre-crop every image to this square
+    max_bytes: int = opt(4_000_000_000, ge=1)  # refuse datasets larger than this on the device
+    cache_dir: Optional[str] = opt(None, check=check_dir_path)  # default ~/.cache/solo-mixmask
+    decode_workers: Optional[int] = opt(None, ge=1)
+
+
+@dataclass
 class DataConfig:
     dataset: str = MISSING
     train_path: str = MISSING
     val_path: Optional[str] = None
-    format: str = opt("image_folder", choices=("image_folder", "dali"))
+    format: str = opt("image_folder", choices=("image_folder", "dali", "device"))
+    device: DeviceDataConfig = sub(DeviceDataConfig)
     num_workers: int = opt(4, ge=0)
     no_labels: bool = False
     fraction: float = -1.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
@@ -39,6 +39,18 @@ def build_dataset(cfg: DictConfig, path: str, train: bool, transform: Optional[C
                   with_index: bool = True, no_labels: bool = False) -> Dataset:
     """An ImageFolder tree when ``path`` has class folders (or ``no_labels``); torchvision's
     CIFAR/STL loader otherwise, for the datasets it knows."""
+    source = image_source(cfg, path, train, no_labels)
+    if isinstance(source, TorchvisionDataset):
+        source.transform, source.with_index = transform, with_index
+        return source
+    return ImageDataset(source, transform, skip_corrupt=bool(select(cfg, "data.skip_corrupt")),
+                        with_index=with_index)
+
+
+def image_source(cfg: DictConfig, path: str, train: bool,
+                 no_labels: bool = False) -> Union[ImageList, TorchvisionDataset]:
+    """The images of ``path``, checked: a listed ImageFolder tree (class count against the dataset,
+    ``data.verify``), or torchvision's CIFAR/STL files."""
     name = cfg.data.dataset
     if not select(cfg, "data.download", False):
         if not Path(path).exists():
@@ -51,18 +63,15 @@ def build_dataset(cfg: DictConfig, path: str, train: bool, transform: Optional[C
         if loose:
             raise DataError(f"{path} holds images but no class folders: use data.no_labels=true "
                             "or one sub-folder per class")
-        return TorchvisionDataset(name, path, train, transform, bool(cfg.data.download),
-                                  with_index=with_index)
+        return TorchvisionDataset(name, path, train, None, bool(cfg.data.download))
     images = scan_image_folder(path, no_labels=no_labels)
     expected = DATASETS[name].num_classes
     if not no_labels and expected is not None and len(images.classes) != expected:
         raise DataError(f"label count mismatch: data.dataset={name} has {expected} classes but "
                         f"{path} has {len(images.classes)} class folders: set data.dataset to "
                         "the dataset the folder holds (custom for your own)")
-    images = check_images(images, str(path), str(select(cfg, "data.verify", "quick")),
-                          bool(select(cfg, "data.skip_corrupt", False)))
-    return ImageDataset(images, transform, skip_corrupt=bool(select(cfg, "data.skip_corrupt")),
-                        with_index=with_index)
+    return check_images(images, str(path), str(select(cfg, "data.verify", "quick")),
+                        bool(select(cfg, "data.skip_corrupt", False)))
 
 
 def check_images(images: ImageList, root: str, verify: str, skip_corrupt: bool) -> ImageList:

@@ -8,23 +8,13 @@ tensor, and each step's batch is gathered and augmented there, without worker pr
 Layout: images are always ``(N, 3, H, W)`` uint8 (channels first, as ``torchvision.io`` decodes and as
 batched GPU augmentation consumes them); targets are ``(N,)`` int64, -1 for unlabeled images.
 
-Epoch contract of :class:`ResidentLoader` (Lightning 2 accepts it as a plain iterable with ``__len__``):
-
-* an iterator runs epoch ``loader.epoch`` and advances ``loader.epoch`` by one when it produces its
-  first batch. The epoch is read then, not at ``iter()``, exactly as DistributedSampler's is read when
-  a DataLoader fetches its first batch: Lightning 2 creates the first epoch's iterator (and calls
-  ``iter()`` once more only to check iterability) before it sets the epoch. A loop that just iterates
-  once per epoch therefore sees epochs 0, 1, 2, ...;
-* ``set_epoch(e)`` chooses the epoch of the next iterator's first batch. Lightning calls
-  ``loader.sampler.set_epoch`` with its own epoch counter before every training epoch (its hook for
-  DistributedSampler), so under Lightning the epoch is always the trainer's, also after a resume that
-  restarts mid-epoch; an engine outside Lightning calls ``set_epoch`` itself when it resumes;
-* ``state_dict()``/``load_state_dict()`` hold the epoch; Lightning stores them in its checkpoints
-  (``loops.fit_loop.state_dict.combined_loader``) and restores them on resume;
-* an epoch's order depends only on ``(seed, epoch, rank, world_size)`` and its augmentation draws only on
-  ``(seed, epoch, rank)``, so a run resumed from an end-of-epoch checkpoint repeats the uninterrupted
-  run's epochs exactly. From a mid-epoch checkpoint the rest of that epoch starts its order over (only
-  the epoch is stored, not the position), as a DataLoader with DistributedSampler does under Lightning.
+Order and resume: :class:`ResidentLoader` draws its order from an ``EpochSampler``
+(``data/sampling.py``), the same as the file path's DataLoader: DistributedSampler's permutation and
+sharding for ``(seed, epoch)``, the epoch set through ``loader.sampler.set_epoch`` (Lightning's hook),
+the position (epoch, batches done) kept in checkpoints; each batch's crops come from a generator
+seeded by ``(seed, epoch, rank, batch)``. A run resumed at an epoch or batch boundary therefore
+repeats the uninterrupted run exactly. ``data.format: device`` in a pretraining config builds these
+loaders (:func:`build_device_loaders`).
 """
 
 from __future__ import annotations
@@ -50,8 +40,9 @@ import torch
 
 from ..errors import DataError
 from .datasets import ImageList
+from .sampling import EpochSampler, mix_seed
 
-#: Default of ``data.resident.max_pixels``: N*H*W*3 uint8 values (= bytes on the device), 4 GB.
+#: Default of ``data.device.max_bytes``: N*H*W*3 uint8 values (= bytes on the device), 4 GB.
 DEFAULT_MAX_PIXELS = 4_000_000_000
 CACHE_VERSION = 1
 
@@ -140,7 +131,7 @@ def _check_pixels(n: int, h: int, w: int, max_pixels: int) -> None:
     if total > max_pixels:
         raise DataError(
             f"resident data would hold {n} images of 3x{h}x{w} = {total:,} bytes, above "
-            f"data.resident.max_pixels={int(max_pixels):,}; raise the limit or read the files instead"
+            f"data.device.max_bytes={int(max_pixels):,}; raise the limit or read the files instead"
         )
 
 
@@ -298,7 +289,7 @@ def _decode(source: Any, size: Optional[int], workers: Optional[int], backend: s
             raise DataError(f"cannot read image {paths[i]}: {detail}")
         raise DataError(
             f"image {paths[i]} is {detail[1]}x{detail[0]} px, expected {w}x{h} like {paths[0]}: "
-            "resident data needs one image size (set data.resident.size to resize every image)"
+            "resident data needs one image size (set data.device.size to resize every image)"
         )
     return out, targets, list(source.classes)
 
@@ -476,174 +467,104 @@ def _as_targets(targets: ArrayLike | Sequence[int], n: int) -> torch.Tensor:
     return t
 
 
-def _resolve_device(device: torch.device | str | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+class DeviceImages:
+    """One uint8 ``(N, 3, H, W)`` image tensor and its targets, moved to the device once.
 
-
-def _dist_rank_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def augmentation_seed(seed: int, epoch: int, rank: int) -> int:
-    """A well-mixed 63-bit seed for the augmentation generator of ``(seed, epoch, rank)``."""
-    ss = np.random.SeedSequence([int(seed) % (1 << 64), int(epoch), int(rank), 0x4D69784D])
-    a, b = (int(v) for v in ss.generate_state(2, dtype=np.uint32))
-    return ((a << 32) | b) & ((1 << 63) - 1)
-
-
-def distributed_indices(n: int, seed: int, epoch: int, rank: int, world_size: int) -> torch.Tensor:
-    """This rank's sample order for an epoch, exactly as ``DistributedSampler(shuffle=True, seed=seed,
-    drop_last=False)`` after ``set_epoch(epoch)``: a permutation from a CPU generator seeded with
-    ``seed + epoch``, padded with its own start to a multiple of ``world_size`` (so ``total - n``
-    images appear twice in an epoch), then every ``world_size``-th entry from ``rank``."""
-    g = torch.Generator()
-    g.manual_seed(int(seed) + int(epoch))
-    order = torch.randperm(n, generator=g)
-    per_rank = math.ceil(n / world_size)
-    total = per_rank * world_size
-    if total > n:
-        reps = math.ceil((total - n) / n)
-        order = torch.cat([order, order.repeat(reps)[: total - n]])
-    return order[rank:total:world_size]
-
-
-class _EpochHook:
-    """What Lightning's ``_set_sampler_epoch`` looks for (``loader.sampler.set_epoch``)."""
-
-    def __init__(self, loader: ResidentLoader) -> None:
-        self._loader = loader
-
-    def set_epoch(self, epoch: int) -> None:
-        self._loader.set_epoch(epoch)
-
-
-class ResidentLoader:
-    """Training batches ``[indexes, crops, targets]`` gathered from a uint8 tensor on the device.
-
-    Not a DataLoader: no workers, no collation; each step indexes the resident tensor and runs
-    ``transform(x_uint8 (B,3,H,W), generator) -> list of crops`` on the device. Sharding matches
-    DistributedSampler (see :func:`distributed_indices`); batches of ``batch_size`` per rank, the tail
-    dropped with ``drop_last``. ``rank``/``world_size`` default to torch.distributed's, read at every
-    ``len``/``iter`` (Lightning builds loaders before it starts the process group). ``device=None``
-    means the current CUDA device (else CPU), resolved at the first ``iter``, after Lightning has
-    chosen each process's GPU. ``indices`` maps rows to the dataset positions yielded as indexes (e.g.
-    the rows of a fraction subset); default ``0..N-1``. See the module docstring for the epoch contract.
+    The training loader and the KNN bank share one instance, so the device holds the images once.
+    ``device=None``: the current CUDA device (else the CPU), resolved at the first use, after
+    Lightning has chosen each process's GPU.
     """
 
-    def __init__(self, images: ArrayLike, targets: ArrayLike | Sequence[int], batch_size: int,
-                 transform: Transform, seed: int = 0, device: torch.device | str | None = None,
-                 drop_last: bool = True, rank: Optional[int] = None,
-                 world_size: Optional[int] = None, indices: Optional[ArrayLike] = None,
-                 epoch: int = 0) -> None:
+    def __init__(self, images: ArrayLike, targets: ArrayLike | Sequence[int],
+                 device: torch.device | str | None = None) -> None:
         self._host: Optional[torch.Tensor] = _as_uint8_images(images)
         self.num_images = len(self._host)
         if self.num_images == 0:
-            raise DataError("resident loader got no images")
+            raise DataError("resident data holds no images")
         self._host_targets: Optional[torch.Tensor] = _as_targets(targets, self.num_images)
-        self._host_indices: Optional[torch.Tensor] = (
-            None if indices is None else _as_targets(indices, self.num_images))
+        self._device_arg = device
+        self._on_device: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._host.shape if self._host is not None else self._on_device[0].shape)
+
+    def get(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and targets on the device (copied there at the first call)."""
+        if self._on_device is None:
+            dev = self._device_arg
+            if dev is None:
+                dev = (torch.device("cuda", torch.cuda.current_device())
+                       if torch.cuda.is_available() else torch.device("cpu"))
+            assert self._host is not None and self._host_targets is not None
+            self._on_device = (self._host.to(dev).contiguous(), self._host_targets.to(dev))
+            self._host = self._host_targets = None
+        return self._on_device
+
+
+class ResidentLoader:
+    """Training batches ``[indexes, crops, targets]`` gathered from images held on the device.
+
+    Not a DataLoader: no workers, no collation. Each step indexes the resident tensor and runs
+    ``transform(x_uint8 (B, 3, H, W), generator) -> list of crops`` there. The order comes from an
+    :class:`~solo_mixmask.data.sampling.EpochSampler` (``self.sampler``): DistributedSampler's
+    permutation and sharding, the epoch set by Lightning's ``sampler.set_epoch``, the position saved
+    in checkpoints and skipped on resume. Batch ``b`` of epoch ``e`` on rank ``r`` draws its crops from
+    a device generator seeded by ``(seed, e, r, b)``, so a run resumed at any batch boundary repeats
+    the uninterrupted run exactly. ``rows`` are the image rows trained on (a ``data.fraction`` subset;
+    default all), reported as the dataset indexes of the batch. The tail of an epoch is dropped.
+    """
+
+    def __init__(self, images: DeviceImages, batch_size: int, transform: Transform,
+                 seed: int = 0, rows: Optional[Sequence[int]] = None, rank: Optional[int] = None,
+                 world_size: Optional[int] = None) -> None:
         if int(batch_size) <= 0:
             raise DataError(f"batch_size must be positive, got {batch_size}")
-        if (rank is None) != (world_size is None):
-            raise DataError("give both rank and world_size, or neither (read from torch.distributed)")
-        if world_size is not None and not 0 <= int(rank) < int(world_size):  # type: ignore[arg-type]
-            raise DataError(f"rank {rank} is outside world_size {world_size}")
+        self.images = images
         self.batch_size = int(batch_size)
         self.transform = transform
         self.seed = int(seed)
-        self.drop_last = bool(drop_last)
-        self._rank, self._world = rank, world_size
-        self._device_arg = device
-        self.device: Optional[torch.device] = None
-        self.images: Optional[torch.Tensor] = None
-        self.targets: Optional[torch.Tensor] = None
-        self.indices: Optional[torch.Tensor] = None
-        self.epoch = int(epoch)
-        self.sampler = _EpochHook(self)  # Lightning calls sampler.set_epoch before every epoch
-        self.batch_sampler = None  # read next to ``sampler`` by Lightning's shuffle check
-
-    # ------------------------------------------------------------------ sharding and epochs
-    @property
-    def rank_world(self) -> tuple[int, int]:
-        if self._world is not None:
-            return int(self._rank), int(self._world)  # type: ignore[arg-type]
-        return _dist_rank_world()
-
-    def samples_per_rank(self) -> int:
-        return math.ceil(self.num_images / self.rank_world[1])
+        rows = list(range(images.num_images)) if rows is None else [int(r) for r in rows]
+        self.sampler = EpochSampler(rows, self.batch_size, seed=self.seed, rank=rank,
+                                    world_size=world_size)
+        self._rows: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
-        per_rank = self.samples_per_rank()
-        if self.drop_last:
-            return per_rank // self.batch_size
-        return math.ceil(per_rank / self.batch_size)
+        self.sampler._shard()
+        return self.sampler.num_samples // self.batch_size
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch that the next ``iter`` runs (call on resume; Lightning calls it each epoch)."""
-        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch}
+        return self.sampler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch = int(state["epoch"])
+        self.sampler.load_state_dict(state)
 
-    def epoch_indices(self, epoch: int) -> torch.Tensor:
-        """Row numbers this rank visits in ``epoch`` (CPU, before batching)."""
-        rank, world = self.rank_world
-        return distributed_indices(self.num_images, self.seed, epoch, rank, world)
-
-    # ---------------------------------------------------------------------------- device
-    def to_device(self) -> torch.device:
-        """Moves the images and targets to the device once (idempotent); frees the host copies."""
-        if self.images is None:
-            dev = _resolve_device(self._device_arg)
-            assert self._host is not None and self._host_targets is not None
-            self.images = self._host.to(dev).contiguous()
-            self.targets = self._host_targets.to(dev)
-            if self._host_indices is not None:
-                self.indices = self._host_indices.to(dev)
-            self.device = dev
-            self._host = self._host_targets = self._host_indices = None
-        assert self.device is not None
-        return self.device
-
-    # ---------------------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[list[Any]]:
-        n_batches = len(self)
-        if n_batches == 0:
-            rank, world = self.rank_world
-            raise DataError(f"resident loader: {self.num_images} images over {world} rank(s) give "
-                            f"{self.samples_per_rank()} per rank, fewer than one batch "
+        if len(self) == 0:
+            raise DataError(f"resident loader: {len(self.sampler.indices)} images over "
+                            f"{self.sampler.num_replicas} rank(s) are fewer than one batch "
                             f"(batch_size={self.batch_size})")
-        return self._batches(n_batches)
+        return self._batches()
 
-    def _batches(self, n_batches: int) -> Iterator[list[Any]]:
-        # a generator: nothing below runs until the first batch is asked for, so the epoch is read
-        # then (as DistributedSampler's is), after Lightning's set_epoch, and an iterator that is
-        # never consumed (Lightning's iterability check) does not use up an epoch
-        epoch = self.epoch
-        self.epoch = epoch + 1
-        device = self.to_device()
-        rank, _ = self.rank_world
-        order = self.epoch_indices(epoch).to(device)
-        gen = torch.Generator(device=device)
-        gen.manual_seed(augmentation_seed(self.seed, epoch, rank))
-        assert self.images is not None and self.targets is not None
-        for b in range(n_batches):
+    def _batches(self) -> Iterator[list[Any]]:
+        # a generator: nothing runs until the first batch is asked for, so the epoch is read then,
+        # after Lightning's set_epoch (Lightning builds the first iterator before it sets the epoch)
+        images, targets = self.images.get()
+        device = images.device
+        if self._rows is None or self._rows.device != device:
+            self._rows = torch.as_tensor(self.sampler.indices, device=device)
+        epoch, positions, first = self.sampler.take_epoch()
+        order = self._rows[torch.as_tensor(positions, device=device)]
+        rank = self.sampler.rank
+        for b in range(len(order) // self.batch_size):
             rows = order[b * self.batch_size:(b + 1) * self.batch_size]
-            x = self.images.index_select(0, rows)
-            crops = list(self.transform(x, gen))
-            idx = rows if self.indices is None else self.indices.index_select(0, rows)
-            yield [idx, crops, self.targets.index_select(0, rows)]
+            gen = torch.Generator(device=device)
+            gen.manual_seed(mix_seed(self.seed, epoch, rank, first + b))
+            crops = list(self.transform(images.index_select(0, rows), gen))
+            yield [rows, crops, targets.index_select(0, rows)]
 
 
 class ResidentEvalLoader:
@@ -651,45 +572,23 @@ class ResidentEvalLoader:
 
     The default transform mirrors :func:`solo_mixmask.data.augmentations.build_eval_transform`: at the
     native size only ``/255`` and normalisation; with a different ``crop_size`` first resize (to
-    ``crop_size``, or ``crop_size/0.875`` above 64 px; bicubic, antialiased) and centre-crop. A custom
-    ``transform(x_uint8) -> float tensor`` replaces it. Every rank evaluates the whole set (nothing
-    is sharded). Passing the training loader's device tensor as ``images`` shares its memory.
+    ``crop_size``, or ``crop_size/0.875`` above 64 px; bicubic, antialiased) and centre-crop. Every
+    rank evaluates the whole set (nothing is sharded).
     """
 
-    def __init__(self, images: ArrayLike, targets: ArrayLike | Sequence[int], batch_size: int,
-                 mean: Sequence[float], std: Sequence[float], crop_size: Optional[int] = None,
-                 device: torch.device | str | None = None,
-                 transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
-        self._host: Optional[torch.Tensor] = _as_uint8_images(images)
-        self._host_targets: Optional[torch.Tensor] = _as_targets(targets, len(self._host))
+    def __init__(self, images: DeviceImages, batch_size: int, mean: Sequence[float],
+                 std: Sequence[float], crop_size: Optional[int] = None) -> None:
         if int(batch_size) <= 0:
             raise DataError(f"batch_size must be positive, got {batch_size}")
         if len(mean) != 3 or len(std) != 3 or not all(float(s) > 0 for s in std):
             raise DataError(f"mean and std need 3 values, std positive; got {list(mean)}, {list(std)}")
-        self.num_images = len(self._host)
+        self.images = images
         self.batch_size = int(batch_size)
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
         self.crop_size = int(crop_size) if crop_size is not None else None
-        self.transform = transform
-        self._device_arg = device
-        self.device: Optional[torch.device] = None
-        self.images: Optional[torch.Tensor] = None
-        self.targets: Optional[torch.Tensor] = None
-        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
-        return math.ceil(self.num_images / self.batch_size)
-
-    def to_device(self) -> torch.device:
-        if self.images is None:
-            dev = _resolve_device(self._device_arg)
-            assert self._host is not None and self._host_targets is not None
-            self.images = self._host.to(dev).contiguous()
-            self.targets = self._host_targets.to(dev)
-            self.device = dev
-            self._host = self._host_targets = None
-        assert self.device is not None
-        return self.device
+        return math.ceil(self.images.num_images / self.batch_size)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B,3,H,W) -> float, resized/cropped when ``crop_size`` differs, then normalised."""
@@ -701,16 +600,56 @@ class ResidentEvalLoader:
             resize = c if c <= 64 else int(round(c / 0.875))
             x = F.resize(x, [resize], interpolation=InterpolationMode.BICUBIC, antialias=True)
             x = F.center_crop(x, [c, c])
-        if x.device not in self._stats:
-            self._stats[x.device] = (torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1),
-                                     torch.tensor(self.std, device=x.device).view(1, 3, 1, 1))
-        mean, std = self._stats[x.device]
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         # the same operations as ToDtype(scale=True) + Normalize, so results match bit for bit
         return x.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.to_device()
-        assert self.images is not None and self.targets is not None
-        fn = self.transform or self.normalise
-        for s in range(0, self.num_images, self.batch_size):
-            yield fn(self.images[s:s + self.batch_size]), self.targets[s:s + self.batch_size]
+        images, targets = self.images.get()
+        for s in range(0, len(images), self.batch_size):
+            yield self.normalise(images[s:s + self.batch_size]), targets[s:s + self.batch_size]
+
+
+# ----------------------------------------------------------------------------- from a config
+def _arrays(cfg: Any, path: str, train: bool, no_labels: bool = False) -> ResidentArrays:
+    from .loaders import image_source
+
+    dev = cfg.data.device
+    source = image_source(cfg, path, train, no_labels)
+    return load_or_decode(source, dev.cache_dir, dev.size, workers=dev.decode_workers,
+                          max_pixels=int(dev.max_bytes),
+                          progress=bool(cfg.enable_progress_bar))
+
+
+def build_device_loaders(cfg: Any, gpu: bool) -> tuple[ResidentLoader, Optional[ResidentEvalLoader],
+                                                       Optional[ResidentEvalLoader]]:
+    """``data.format: device``: the training loader, the validation loader (None without labelled
+    validation data) and the clean KNN bank (None unless ``knn_eval.bank: clean``), all reading
+    images held on the training device; the bank shares the training images' tensor."""
+    from .batched import BatchedMultiCrop
+    from .datasets import fraction_indices
+    from .loaders import dataset_stats
+
+    mean, std = dataset_stats(cfg)
+    device = None if gpu else torch.device("cpu")
+    train = _arrays(cfg, str(cfg.data.train_path), True, bool(cfg.data.no_labels))
+    images = DeviceImages(train.images, train.targets, device)
+    rows = list(range(images.num_images))
+    if 0 < float(cfg.data.fraction) < 1:
+        rows = fraction_indices(train.targets, float(cfg.data.fraction), seed=int(cfg.seed)).tolist()
+    batch = int(cfg.optimizer.batch_size)
+    if len(rows) < batch:
+        raise DataError(f"{cfg.data.train_path} has {len(rows)} images, fewer than one batch "
+                        f"(optimizer.batch_size={batch})")
+    loader = ResidentLoader(images, batch, BatchedMultiCrop(cfg.augmentations, mean, std),
+                            seed=int(cfg.seed), rows=rows)
+    crop = int(cfg.augmentations[0].crop_size)
+    val = bank = None
+    if cfg.data.val_path and not cfg.data.no_labels:
+        held = _arrays(cfg, str(cfg.data.val_path), False)
+        val = ResidentEvalLoader(DeviceImages(held.images, held.targets, device), batch, mean, std,
+                                 crop)
+        if bool(cfg.knn_eval.enabled) and cfg.knn_eval.bank == "clean":
+            bank = ResidentEvalLoader(images, batch, mean, std, crop)
+    return loader, val, bank

@@ -48,11 +48,12 @@ class EpochSampler(DistributedSampler):
     over ``indices`` of the dataset, yielding ``(sample_seed, index)`` keys.
 
     The rank and world size are read when iteration starts (the process group may not exist when
-    the loader is built). ``load_state_dict`` sets the epoch and how many batches of it are already
-    done; the first iteration after it skips those batches.
+    the loader is built), unless given. ``load_state_dict`` sets the epoch and how many batches of
+    it are already done; the first iteration after it skips those batches.
     """
 
-    def __init__(self, indices: Sequence[int], batch_size: int, seed: int = 0) -> None:
+    def __init__(self, indices: Sequence[int], batch_size: int, seed: int = 0,
+                 rank: Optional[int] = None, world_size: Optional[int] = None) -> None:
         # the base class's attributes are filled from the process group in ``_shard``
         self.dataset = indices  # type: ignore[assignment]
         self.indices = list(int(i) for i in indices)
@@ -64,12 +65,16 @@ class EpochSampler(DistributedSampler):
         self.start_batch = 0
         #: (epoch, batches consumed) as reported by the training loop, for checkpoints
         self.position = (0, 0)
+        self._fixed = (rank, world_size) if world_size is not None else None
         self._shard()
 
     def _shard(self) -> None:
-        ready = dist.is_available() and dist.is_initialized()
-        self.num_replicas = dist.get_world_size() if ready else 1
-        self.rank = dist.get_rank() if ready else 0
+        if self._fixed is not None:
+            self.rank, self.num_replicas = int(self._fixed[0] or 0), int(self._fixed[1])
+        else:
+            ready = dist.is_available() and dist.is_initialized()
+            self.num_replicas = dist.get_world_size() if ready else 1
+            self.rank = dist.get_rank() if ready else 0
         n = len(self.indices)
         self.num_samples = -(-n // self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
@@ -83,14 +88,20 @@ class EpochSampler(DistributedSampler):
         perm += perm[:self.total_size - len(perm)]
         return perm[self.rank:self.total_size:self.num_replicas]
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+    def take_epoch(self) -> tuple[int, list[int], int]:
+        """The epoch, this rank's positions from the first batch not yet done, and that batch's
+        number in the epoch (a resumed epoch skips what its checkpoint had consumed, once)."""
         self._shard()
         positions = self.order(self.epoch)
-        skip = self.start_batch * self.batch_size
+        first = self.start_batch
         self.start_batch = 0
-        for pos in positions[skip:]:
+        return self.epoch, positions[first * self.batch_size:], first
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        epoch, positions, _ = self.take_epoch()
+        for pos in positions:
             index = self.indices[pos]
-            yield mix_seed(self.seed, self.epoch, index), index
+            yield mix_seed(self.seed, epoch, index), index
 
     def __len__(self) -> int:
         return self.num_samples

@@ -91,13 +91,21 @@ def _check_loggers(cfg: DictConfig) -> None:
         raise ConfigError("wandb.enabled=true needs the wandb package (pip install wandb)")
 
 
-def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Optional[Any]]:
-    """Parses the config and builds the loaders (all input checks happen here)."""
+def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Any, bool]:
+    """Parses the config and builds the loaders (all input checks happen here): training,
+    validation, the clean KNN bank (None unless ``knn_eval.bank: clean``), and whether a GPU
+    trains."""
     cfg = parse_pretrain_cfg(cfg)
     _check_loggers(cfg)
     if cfg.data.dataset == "custom" and select(cfg, "data.num_classes") is None:
         cfg.data.num_classes = count_classes(cfg)
     gpu = uses_gpu(cfg)
+    bank = None
+    if cfg.data.format == "device":
+        from ..data.resident import build_device_loaders
+
+        train_loader, val_loader, bank = build_device_loaders(cfg, gpu)
+        return cfg, train_loader, val_loader, bank, gpu
     if cfg.data.format == "dali":
         from ..data.dali import build_dali_pretrain_loader
 
@@ -108,7 +116,9 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Optional[Any]]:
     val_path = select(cfg, "data.val_path")
     if val_path and not cfg.data.no_labels:
         val_loader = build_eval_loader(cfg, str(val_path), train=False, gpu=gpu)
-    return cfg, train_loader, val_loader, gpu
+        if bool(cfg.knn_eval.enabled) and cfg.knn_eval.bank == "clean":
+            bank = build_eval_loader(cfg, str(cfg.data.train_path), train=True, gpu=gpu)
+    return cfg, train_loader, val_loader, bank, gpu
 
 
 def steps_per_epoch(cfg: DictConfig, loader: Any) -> int:
@@ -184,7 +194,7 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
     Bad input fails before the run directory exists; a run that fails before its first optimizer
     step removes the directory it created; Ctrl-C saves the state and raises ``Interrupted``.
     """
-    cfg, train_loader, val_loader, gpu = prepare(cfg)
+    cfg, train_loader, val_loader, bank, gpu = prepare(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = build_model(cfg)
     model.total_steps = steps_per_epoch(cfg, train_loader) * int(cfg.max_epochs)
@@ -202,8 +212,7 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
             # iterator before it sets the epoch: give the sampler its place now
             sampler.load_state_dict(position)
     extra: list[Callback] = []
-    if bool(cfg.knn_eval.enabled) and cfg.knn_eval.bank == "clean":
-        bank = build_eval_loader(cfg, str(cfg.data.train_path), train=True, gpu=gpu)
+    if bank is not None:
         knn = cfg.knn_eval
         extra.append(KNNMonitor(bank, val_loader, int(cfg.data.num_classes), int(knn.k),
                                 float(knn.T), str(knn.distance_func), int(knn.frequency),

@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from solo_mixmask.data.resident import ResidentLoader
+from solo_mixmask.data.resident import DeviceImages, ResidentLoader
 
 
 def flip_crops(x: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
@@ -44,14 +44,16 @@ if __name__ == "__main__":
     images = np.load(sys.argv[1])
     out, epochs, batch = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     out.mkdir(parents=True, exist_ok=True)
-    loader = ResidentLoader(images, np.arange(len(images)) % 10, batch, flip_crops, seed=7,
-                            device="cpu")
+    loader = ResidentLoader(DeviceImages(images, np.arange(len(images)) % 10, "cpu"), batch,
+                            flip_crops, seed=7)
     model = Recorder()
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=epochs,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(model, loader)
-    rank, world = loader.rank_world
+    rank, world = loader.sampler.rank, loader.sampler.num_replicas
     torch.save({"rank": rank, "world": world, "len": len(loader),
                 "seen": {e: torch.cat(v).tolist() for e, v in model.seen.items()}},
                out / f"rank{trainer.global_rank}.pt")
+    if torch.distributed.is_initialized():  # a clean gloo shutdown before the interpreter's
+        torch.distributed.destroy_process_group()
