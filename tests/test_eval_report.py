@@ -177,3 +177,17 @@ def test_epoch_columns_are_in_numeric_order():
     header = markdown_table([record("vanilla", 60.0, epochs=100),
                              record("vanilla", 50.0, epochs=50)]).splitlines()[0]
     assert header.index("(50 ep)") < header.index("(100 ep)")
+
+
+def test_knn_protocols_with_another_vote_or_feature_get_their_own_table():
+    from solo_mixmask.eval.report import table_key
+
+    base = record("vanilla", 60.0)
+    base["settings"].update(k=200, temperature=0.1, distance="cosine")
+    majority = {**base, "settings": {**base["settings"], "k": 5, "distance": "euclidean",
+                                     "vote": "majority"}}
+    head = {**base, "settings": {**base["settings"], "feature": "projector"}}
+    keys = {table_key(r) for r in (base, majority, head)}
+    assert len(keys) == 3
+    assert table_key(majority) == "KNN (k=5, euclidean, majority vote)"
+    assert table_key(head) == "KNN (k=200, T=0.1, cosine, head output)"

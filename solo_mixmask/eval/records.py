@@ -198,6 +198,7 @@ def record_from_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     knn = args.get("knn_eval") or {}
     settings = {"k": knn.get("k"), "temperature": knn.get("T"),
                 "distance": knn.get("distance_func"), "bank": knn.get("bank", "crops"),
+                "feature": knn.get("feature", "backbone"), "vote": knn.get("vote", "weighted"),
                 "source": "pretraining monitor"}
     metrics = {"acc1": final["val_knn_acc1"]}
     if "val_knn_acc5" in final:

@@ -221,8 +221,11 @@ def table_key(record: dict[str, Any]) -> str:
     kind = str(record["eval"])
     if kind == "knn":
         bank = "" if s.get("bank", "clean") == "clean" else ", bank of training crops"
-        return (f"KNN (k={s.get('k', '?')}, T={s.get('temperature', '?')}, "
-                f"{s.get('distance', 'cosine')}{bank})")
+        vote = ", majority vote" if s.get("vote", "weighted") == "majority" else ""
+        feature = ", head output" if s.get("feature", "backbone") == "projector" else ""
+        temperature = "" if vote else f"T={s.get('temperature', '?')}, "
+        return (f"KNN (k={s.get('k', '?')}, {temperature}{s.get('distance', 'cosine')}"
+                f"{vote}{feature}{bank})")
     protocol = s.get("protocol", "frozen")
     if kind == "semi":
         return f"Semi-supervised, {s.get('labels', '?')} labels ({protocol})"
