@@ -104,7 +104,7 @@ def test_paper_knn_launcher_passes_each_methods_protocol(tmp_path):
 
     env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}",
            "RECORD": str(tmp_path / "args")}
-    script = REPO / "scripts/linear/paper/cifar100/knn.sh"
+    script = REPO / "scripts/linear/paper/knn.sh"
     expected = {"mocov2plus": "--feature projector", "byol": "--vote majority",
                 "simclr": "--distance euclidean", "simsiam": "--distance cosine"}
     for method, flag in expected.items():

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# KNN evaluation of the paper's CIFAR-100 runs, with the monitor of each method's code base.
+# KNN evaluation of the paper-protocol runs (CIFAR-100, Tiny-ImageNet) with the monitor of each
+# method's code base.
 # Usage: knn.sh METHOD CHECKPOINT TRAIN_DIR VAL_DIR [extra knn flags ...]
 #   mocov2plus: k 200, T 0.1, cosine on the normalised 128-d head output (Un-Mix unmix_c100.py)
 #   byol, simclr: k 5, Euclidean, unweighted majority vote on the backbone (W-MSE eval/knn.py)
