@@ -156,6 +156,19 @@ def test_solo_learn_keys_this_engine_ignores_are_noticed(cifar_train, tmp_path, 
                    "produced by this engine)"]
 
 
+def test_keys_of_solo_learn_configs_that_no_code_reads_are_noticed(cifar_train, tmp_path, capsys):
+    """solo-learn's SimSiam configs carry a temperature, and one carries augmentations_cfg."""
+    from solo_mixmask.config import parse_pretrain_cfg
+
+    cfg = tiny_cfg("simsiam", cifar_train, tmp_path, method_kwargs__temperature=0.2,
+                   augmentations_cfg="scripts/configs/defaults/augmentations/weak.yaml")
+    parsed = parse_pretrain_cfg(cfg)
+    err = capsys.readouterr().err
+    assert "notice: method_kwargs.temperature=0.2 is ignored (SimSiam has no temperature" in err
+    assert "notice: augmentations_cfg=scripts/configs/defaults/augmentations/weak.yaml" in err
+    assert parsed.method == "simsiam"
+
+
 # ------------------------------------------------------------------------------------ data
 def test_dataset_with_another_class_count_than_the_folder(cifar_train, tmp_path, workdir,
                                                           capsys):

@@ -31,9 +31,13 @@ Check = Callable[[Any, str], None]
 
 def opt(default: Any = MISSING, *, choices: Optional[tuple] = None, ge: Optional[float] = None,
         gt: Optional[float] = None, le: Optional[float] = None, lt: Optional[float] = None,
-        check: Optional[Check] = None, factory: Optional[Callable[[], Any]] = None) -> Any:
-    """A schema field: its default (``MISSING``: required) and what a valid value looks like."""
-    meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "check": check}
+        check: Optional[Check] = None, factory: Optional[Callable[[], Any]] = None,
+        ignored: Optional[str] = None) -> Any:
+    """A schema field: its default (``MISSING``: required) and what a valid value looks like.
+    ``ignored``: a key solo-learn's configs carry that this engine does not use (why); setting it
+    prints one notice line."""
+    meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "check": check,
+            "ignored": ignored}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -381,6 +385,12 @@ class PretrainConfig(LightningKeys):
     auto_umap: AutoUMAPConfig = sub(AutoUMAPConfig)
     debug_augmentations: bool = False
     wandb_run_id: Optional[str] = None
+    # leftovers of solo-learn's older config layout, present in some of its configs and read by
+    # nothing there either
+    augmentations_cfg: Optional[str] = opt(None, ignored="solo-learn's configs name their "
+                                           "augmentations in the defaults list")
+    wandb_cfg: Optional[str] = opt(None, ignored="solo-learn's configs name wandb in the "
+                                   "defaults list")
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -632,6 +642,9 @@ def _check_values(cfg: Any, schema: type, path: str) -> None:
             continue
         meta = f.metadata
         if value is None or not meta:
+            continue
+        if meta.get("ignored"):
+            print(f"notice: {key}={value} is ignored ({meta['ignored']})", file=sys.stderr)
             continue
         if meta.get("check"):
             meta["check"](value, key)

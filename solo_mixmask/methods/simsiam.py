@@ -6,7 +6,7 @@ The predictor keeps a fixed learning rate (no schedule), as the SimSiam paper re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig
@@ -25,6 +25,8 @@ class SimSiamKwargs:
     # 3 (SimSiam's ImageNet projector) or 2 linear layers (its CIFAR variant, PatrickHua/SimSiam)
     proj_layers: int = opt(3, choices=(2, 3))
     proj_last_bn_affine: bool = False  # the CIFAR code keeps the last BatchNorm's affine terms
+    temperature: Optional[float] = opt(None, ignored="SimSiam has no temperature; solo-learn's "
+                                       "configs carry one")
 
 
 class SimSiam(BaseMethod):
