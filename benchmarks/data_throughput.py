@@ -1,12 +1,20 @@
-"""Pretraining data-path throughput: our torchvision loader, our DALI loader (CPU here) and, when an
-interpreter with solo-learn is given, solo-learn's torchvision loader, side by side.
+"""Pretraining data-path throughput: our torchvision loader, our DALI loader (CPU here), our
+device-resident loader (32 px only) and, when an interpreter with solo-learn is given, solo-learn's
+torchvision loader, side by side.
 
 Every measurement runs in a fresh process (so the peak memory is that configuration's own): it builds
 the loader, opens an iterator (worker start-up included), skips a few batches, then times the next
 ones. Source images per second are reported (each yields 2 crops); peak RSS is the largest sum of the
 resident memory of the process and its workers, sampled every 50 ms. The paths are interleaved within
 each repetition, in an order that alternates, and ``ours / solo-learn`` is the median of the paired
-per-repetition ratios, since the speed of a shared machine drifts.
+per-repetition ratios, since the speed of a shared machine drifts; ``vs torchvision`` is the same
+paired median against our torchvision path.
+
+The device path (``data.format: device``, here on the CPU) decodes the images once into one uint8
+tensor (cached on disk, before the timing starts) and makes each batch's crops with
+``BatchedMultiCrop`` on the batch gathered from it, in the training process: no workers, and its
+"workers/threads" value is the torch thread count of that process. It is measured at 32 px only, the
+image sizes it is meant for.
 
 Data (real JPEGs from ../shared/data, unpacked once into --cache):
   cifar:      CIFAR-10 train, the first 1,000 images per class (10,000), 32 px, batch 128,
@@ -17,6 +25,7 @@ Data (real JPEGs from ../shared/data, unpacked once into --cache):
     python benchmarks/data_throughput.py                       # ours (torchvision + DALI)
     python benchmarks/data_throughput.py --solo-python /path/to/venv-with-solo-learn/bin/python
     python benchmarks/data_throughput.py --reps 1 --datasets cifar --workers 2   # a quick look
+    python benchmarks/data_throughput.py --datasets cifar --workers 1 --paths torchvision,device
 """
 
 from __future__ import annotations
@@ -49,11 +58,11 @@ RECIPE = {
 DATASETS: dict[str, dict[str, Any]] = {
     "cifar": {"npz": "cifar10-jpeg/train.npz", "per_class": 1000, "size": 32, "batch": 128,
               "skip": 4, "timed": 40, "ours": "cifar10", "solo_tf": "cifar10",
-              "solo_ds": "custom", "blur": (0.0, 0.0), "solar": (0.0, 0.2)},
+              "solo_ds": "custom", "blur": (0.0, 0.0), "solar": (0.0, 0.2), "device": True},
     "imagenette": {"npz": "imagenette2-224px/train_200pc.npz", "per_class": None, "size": 224,
                    "batch": 64, "skip": 2, "timed": 12, "ours": "imagenet100",
                    "solo_tf": "imagenet100", "solo_ds": "imagenet100", "blur": (1.0, 0.1),
-                   "solar": (0.0, 0.2)},
+                   "solar": (0.0, 0.2), "device": False},
 }
 
 
@@ -126,7 +135,8 @@ def _our_loader(path: str, name: str, root: str, workers: int) -> Any:
         "method": "simclr", "backbone": {"name": "resnet18"},
         "method_kwargs": {"proj_hidden_dim": 2048, "proj_output_dim": 128, "temperature": 0.2},
         "data": {"dataset": spec["ours"], "train_path": root, "num_workers": workers,
-                 "format": "dali" if path == "dali" else "image_folder"},
+                 "format": path if path in ("dali", "device") else "image_folder",
+                 "device": {"cache_dir": str(Path(root).parent / "resident")}},
         "dali": {"device": "cpu", "threads": workers},
         "augmentations": recipes(name),
         "optimizer": {"name": "sgd", "batch_size": spec["batch"], "lr": 0.1},
@@ -137,6 +147,10 @@ def _our_loader(path: str, name: str, root: str, workers: int) -> Any:
         from solo_mixmask.data.dali import build_dali_pretrain_loader
 
         return build_dali_pretrain_loader(cfg, gpu=False)
+    if path == "device":  # decoded once (or read from the cache) here, before the timing starts
+        from solo_mixmask.data.resident import build_device_loaders
+
+        return build_device_loaders(cfg, gpu=False)[0]
     from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loader
 
     return build_pretrain_loader(cfg, build_pretrain_dataset(cfg), gpu=False)
@@ -165,7 +179,8 @@ def measure(path: str, name: str, root: str, workers: int, skip: int, timed: int
     """Images/s over ``timed`` batches after ``skip``, and the peak RSS of the whole run."""
     import torch
 
-    torch.set_num_threads(2)
+    # the device path computes in this process: its "workers" are this process's threads
+    torch.set_num_threads(workers if path == "device" else 2)
     with PeakRSS() as mem:
         loader = _solo_loader(name, root, workers) if path == "solo" else _our_loader(
             path, name, root, workers)
@@ -219,7 +234,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="where the ImageFolder trees are unpacked")
     ap.add_argument("--datasets", default="cifar,imagenette")
     ap.add_argument("--workers", default="1,2", help="DataLoader workers / DALI threads")
-    ap.add_argument("--paths", default="torchvision,dali,solo")
+    ap.add_argument("--paths", default="torchvision,dali,device,solo")
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions per configuration")
     ap.add_argument("--scale", type=float, default=1.0, help="scales the timed batch counts")
     ap.add_argument("--solo-python", default=os.environ.get("SOLO_LEARN_PYTHON"),
@@ -266,8 +281,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     for name in args.datasets.split(","):
         root = prepare_data(Path(data), args.cache, name)
         for workers in (int(w) for w in args.workers.split(",")):
+            here = [p for p in paths if p != "device" or DATASETS[name]["device"]]
             for rep in range(args.reps):
-                order = paths if rep % 2 == 0 else paths[::-1]
+                order = here if rep % 2 == 0 else here[::-1]
                 for path in order:
                     python = solo_python if path == "solo" else sys.executable
                     r = run_child(python, path, name, root, workers, args)
@@ -279,20 +295,25 @@ def main(argv: Optional[list[str]] = None) -> int:
                           flush=True)
 
     print("\n| data | workers/threads | path | images/s median [min-max] | peak RSS (MB) |"
-          " ours / solo-learn (paired median) |")
-    print("|---|---|---|---|---|---|")
+          " ours / solo-learn (paired median) | vs torchvision (paired median) |")
+    print("|---|---|---|---|---|---|---|")
     for name in args.datasets.split(","):
         for workers in (int(w) for w in args.workers.split(",")):
             rows = {p: [r for r in results if r["dataset"] == name and r["workers"] == workers
                         and r["path"] == p] for p in paths}
-            for p in paths:
+            rows = {p: v for p, v in rows.items() if v}  # the device path runs at 32 px only
+            for p in rows:
                 speeds = [r["img_s"] for r in rows[p]]
                 ratio = ""
                 if "solo" in rows and p != "solo":
                     pairs = [a["img_s"] / b["img_s"] for a, b in zip(rows[p], rows["solo"])]
                     ratio = f"{statistics.median(pairs):.2f}"
+                vs_tv = ""
+                if "torchvision" in rows and p not in ("torchvision", "solo"):
+                    pairs = [a["img_s"] / b["img_s"] for a, b in zip(rows[p], rows["torchvision"])]
+                    vs_tv = f"{statistics.median(pairs):.2f}"
                 mem = statistics.median(r["peak_rss_mb"] for r in rows[p])
-                print(f"| {name} | {workers} | {p} | {_fmt(speeds)} | {mem:.0f} | {ratio} |")
+                print(f"| {name} | {workers} | {p} | {_fmt(speeds)} | {mem:.0f} | {ratio} | {vs_tv} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -15,7 +15,7 @@ engine's own ``pretrain()`` runs with a timing callback and reports:
   GPU the gaps are read from CUDA events on the training stream, so they hold what the GPU spends on
   (or idles for) the data, including the batched crop kernels of the device path that the host only
   queues; the host-side gaps are reported too;
-- peak GPU memory (``torch.cuda.max_memory_allocated``; host peak RSS in the CPU smoke run);
+- peak GPU memory (``torch.cuda.max_memory_allocated``; the process's peak RSS on the CPU);
 - achieved TFLOP/s and memory traffic of the training step: FLOPs from
   ``torch.utils.flop_counter.FlopCounterMode`` on one eager step (forward, backward, the momentum
   encoder; matmuls and convolutions only), bytes estimated by a dispatch mode that adds the sizes of
@@ -25,18 +25,28 @@ engine's own ``pretrain()`` runs with a timing callback and reports:
   the eager estimate, an upper bound once kernels are fused.
 
 Timing: every variant first runs ``--warmup`` steps as a separate epoch (cuDNN set-up, compilation,
-worker start-up, FLOP count on its last step), then ``--steps`` steps of the next epoch, timed from that
-epoch's start: its iterator begins empty, as at every real epoch start, so the DataLoader's prefetched
-batches (workers x prefetch_factor) do not flatter the window. The scaled epoch is exact when the
+worker start-up, FLOP count on its last step; then ``--settle-s`` for the batches it prefetched), then
+``--steps`` steps of the next epoch, timed from that epoch's start: its iterator begins empty, as at
+every real epoch start, so the DataLoader's prefetched batches (workers x prefetch_factor) do not
+flatter the window. The scaled epoch is exact when the
 loader is the bottleneck; when the step is, it counts the one-off first-batch wait (``first_batch_s``)
 97/steps times instead of once. ``--steps 97`` times one whole epoch.
 
+What bounds the step is judged per eager variant against the device's data-sheet peaks (``PEAKS``):
+the time its FLOPs would take at the bf16 tensor-core peak, the time its estimated bytes would take
+at the HBM peak, and the op count (``us_per_op`` = step time per op); a step far above both peaks is
+latency/launch bound, as ResNet-18 at 32 px is expected to be (small 4x4-32x32 maps, SplitBatchNorm's
+per-group calls).
+
 Each variant runs in its own process (``--isolate process``, the default: a crash, a CUDA error or a
 hung compile costs that variant only, with ``--variant-timeout``); results go to ``OUT/gpu_epoch.json``
-after every variant, with the device, torch version and commit.
+after every variant, with the device, torch version and commit. ``--budget-s`` (480) stops the
+command at 8 minutes, the eager variants first, and records what it skipped.
 
-    python benchmarks/gpu_epoch.py                            # on a GPU: 8 variants, about 6 min
+    python benchmarks/gpu_epoch.py --data DIR                 # on a GPU: 8 variants, about 7 min
     python benchmarks/gpu_epoch.py --cpu-smoke --out /tmp/e   # the same code, tiny, on the CPU
+    python benchmarks/gpu_epoch.py --device cpu --width 0.25 --batch 128 --per-class 1000 \
+        --methods mocov2plus --compile off --warmup 3 --steps 50 --rounds 2 --budget-s 3600  # CPU
 """
 
 from __future__ import annotations
@@ -48,6 +58,8 @@ import json
 import math
 import os
 import platform
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +70,7 @@ from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 PAPER = REPO / "scripts" / "pretrain" / "paper" / "cifar100"
 CONFIGS = {"mocov2plus": "mocov2plus.yaml", "mixmask_mocov2plus": "mocov2plus_mixmask.yaml"}
@@ -78,18 +91,27 @@ PEAKS: tuple[tuple[str, float, float], ...] = (
 
 
 # ------------------------------------------------------------------------------------ variants
-def variant_name(method: str, fmt: str, compiled: bool) -> str:
-    return f"{method}/{fmt}/{'compile' if compiled else 'eager'}"
+def variant_name(method: str, fmt: str, compiled: bool, rnd: str = "") -> str:
+    return f"{method}/{fmt}/{'compile' if compiled else 'eager'}{rnd}"
 
 
-def parse_variant(name: str) -> tuple[str, str, bool]:
+def parse_variant(name: str) -> tuple[str, str, bool, str]:
+    """``(method, format, compiled, round suffix)``; the suffix is ``""`` or ``"#2"``, ``"#3"``..."""
+    name, hash_, rnd = name.partition("#")
     method, fmt, mode = name.split("/")
-    return method, fmt, mode == "compile"
+    return method, fmt, mode == "compile", hash_ + rnd
 
 
-def all_variants(methods: list[str], formats: list[str], compile_modes: list[bool]) -> list[str]:
-    """Eager variants first (fast, and the ones that matter most), then the compiled ones."""
-    return [variant_name(m, f, c) for c in compile_modes for m in methods for f in formats]
+def all_variants(methods: list[str], formats: list[str], compile_modes: list[bool],
+                 rounds: int = 1) -> list[str]:
+    """Eager variants first (fast, and the ones that matter most), then the compiled ones; with more
+    rounds the whole list repeats in alternating order (ABBA), each round's names marked ``#r``."""
+    base = [variant_name(m, f, c) for c in compile_modes for m in methods for f in formats]
+    out = []
+    for r in range(rounds):
+        order = base if r % 2 == 0 else base[::-1]
+        out += [name + (f"#{r + 1}" if r else "") for name in order]
+    return out
 
 
 def expected_seconds(variants: list[str], args: argparse.Namespace) -> float:
@@ -98,9 +120,10 @@ def expected_seconds(variants: list[str], args: argparse.Namespace) -> float:
     later ones mostly hit it)."""
     total, compiled = 20.0, 0  # unpacking 50,000 JPEGs once
     for name in variants:
-        method, fmt, comp = parse_variant(name)
+        method, fmt, comp, _ = parse_variant(name)
         step = 0.045 if method.startswith("mixmask") else 0.03  # the targets: 3.7 s, 2.5 s / epoch
         total += 12 + (6 if fmt == "image_folder" else 4) + (args.warmup + args.steps) * step * 1.5
+        total += args.settle_s
         if comp:
             total += 90 if compiled == 0 else 40
             compiled += 1
@@ -123,7 +146,7 @@ def commit() -> str:
 def overrides(args: argparse.Namespace, method: str, fmt: str, compiled: bool, root: Path,
               work: Path) -> list[str]:
     """The paper config as given, except for the data, the run length and what is measured."""
-    gpu = not args.cpu_smoke
+    gpu = args.device == "cuda"
     out = ["data.dataset=cifar10", f"data.train_path={root}", "data.val_path=null",
            f"data.format={fmt}", f"data.num_workers={args.workers}",
            f"data.device.cache_dir={work / 'resident'}",
@@ -171,7 +194,7 @@ def byte_counter() -> Any:
     return ByteCounter()
 
 
-def epoch_timer(warmup: int, steps: int, cuda: bool, count: bool) -> Any:
+def epoch_timer(warmup: int, steps: int, cuda: bool, count: bool, settle_s: float) -> Any:
     """The Lightning callback that cuts the warm-up epoch, counts one step and times the next epoch."""
     import lightning.pytorch as pl
     import torch
@@ -217,6 +240,12 @@ def epoch_timer(warmup: int, steps: int, cuda: bool, count: bool) -> Any:
 
             pl_module.on_train_batch_start = on_start
             pl_module.on_train_batch_end = on_end
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if trainer.current_epoch == 0:
+                # the warm-up epoch stops with prefetched batches in flight; a finished epoch has
+                # none, and the next epoch's iterator would first wait for them: let them finish
+                time.sleep(settle_s)
 
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
             if trainer.current_epoch == 1:
@@ -284,17 +313,18 @@ def run_variant(name: str, args: argparse.Namespace, root: Path, work: Path) -> 
     from solo_mixmask.config import load_config
     from solo_mixmask.engine.pretrain import pretrain
 
-    method, fmt, compiled = parse_variant(name)
-    cuda = not args.cpu_smoke
+    method, fmt, compiled, _ = parse_variant(name)
+    cuda = args.device == "cuda"
     cfg = load_config(str(PAPER), CONFIGS[method], overrides(args, method, fmt, compiled, root, work))
-    timer = epoch_timer(args.warmup, args.steps, cuda, count=not compiled)
+    timer = epoch_timer(args.warmup, args.steps, cuda, count=not compiled, settle_s=args.settle_s)
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     original_compile = torch.compile
-    if compiled and args.cpu_smoke:  # dynamo's tracing without inductor's minutes of C++ builds
-        torch.compile = functools.partial(original_compile, backend="eager")  # type: ignore
+    if compiled and args.compile_backend != "inductor":  # the smoke run: dynamo's tracing without
+        # inductor's minutes of C++ builds on a CPU
+        torch.compile = functools.partial(original_compile, backend=args.compile_backend)  # type: ignore
     start = time.perf_counter()
     try:
         result = pretrain(cfg, callbacks=[timer], trainer_kwargs={"enable_model_summary": False})
@@ -302,8 +332,7 @@ def run_variant(name: str, args: argparse.Namespace, root: Path, work: Path) -> 
         torch.compile = original_compile  # type: ignore[assignment]
     wall = time.perf_counter() - start
     out: dict[str, Any] = {"method": method, "format": fmt, "compile": compiled,
-                           "compile_backend": ("eager (smoke)" if args.cpu_smoke else "inductor")
-                           if compiled else None,
+                           "compile_backend": args.compile_backend if compiled else None,
                            "wall_s": wall, **timer.result()}
     if cuda:
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -312,7 +341,7 @@ def run_variant(name: str, args: argparse.Namespace, root: Path, work: Path) -> 
         import resource
 
         out["peak_mem_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        out["peak_mem_source"] = "host peak RSS of the process (CPU smoke)"
+        out["peak_mem_source"] = "host peak RSS of the process (cumulative without --isolate process)"
     if timer.flops is not None:
         out.update(flops_per_step=timer.flops, bytes_per_step=timer.bytes, ops_per_step=timer.ops)
     out["run_dir"] = str(result.run_dir)
@@ -359,26 +388,28 @@ def derive(out: dict[str, Any]) -> None:
                               f"{r['us_per_op']:.1f} us each)")
             else:
                 r["bound"] = "memory bandwidth" if t_byte > t_flop else "compute"
-    ratios: dict[str, float] = {}
+    # side-by-side ratios within each round; with several rounds, the median of the rounds' ratios
+    per_round: dict[str, list[float]] = {}
+
+    def pair(key: str, num: dict[str, Any], den: dict[str, Any]) -> None:
+        if "epoch_s" in num and "epoch_s" in den:
+            per_round.setdefault(key, []).append(num["epoch_s"] / den["epoch_s"])
+
     for name, r in variants.items():
-        method, fmt, comp = parse_variant(name)
-        if "epoch_s" not in r:
-            continue
+        method, fmt, comp, rnd = parse_variant(name)
+        mode = "compile" if comp else "eager"
         if fmt == "device":
-            other = variants.get(variant_name(method, "image_folder", comp), {})
-            if "epoch_s" in other:
-                ratios[f"{method}/{'compile' if comp else 'eager'}: image_folder / device"] = (
-                    other["epoch_s"] / r["epoch_s"])
+            pair(f"{method}/{mode}: image_folder / device",
+                 variants.get(variant_name(method, "image_folder", comp, rnd), {}), r)
         if comp:
-            other = variants.get(variant_name(method, fmt, False), {})
-            if "epoch_s" in other:
-                ratios[f"{method}/{fmt}: eager / compile"] = other["epoch_s"] / r["epoch_s"]
+            pair(f"{method}/{fmt}: eager / compile",
+                 variants.get(variant_name(method, fmt, False, rnd), {}), r)
         if method.startswith("mixmask_"):
-            other = variants.get(variant_name(method[len("mixmask_"):], fmt, comp), {})
-            if "epoch_s" in other:
-                ratios[f"{fmt}/{'compile' if comp else 'eager'}: MixMask / vanilla"] = (
-                    r["epoch_s"] / other["epoch_s"])
-    out["ratios"] = ratios
+            pair(f"{fmt}/{mode}: MixMask / vanilla", r,
+                 variants.get(variant_name(method[len("mixmask_"):], fmt, comp, rnd), {}))
+    out["ratios"] = {k: statistics.median(v) for k, v in per_round.items()}
+    if any(len(v) > 1 for v in per_round.values()):
+        out["ratios_per_round"] = per_round
 
 
 def table(out: dict[str, Any]) -> str:
@@ -389,7 +420,8 @@ def table(out: dict[str, Any]) -> str:
         return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
 
     for name, r in out["variants"].items():
-        method, fmt, comp = parse_variant(name)
+        method, fmt, comp, rnd = parse_variant(name)
+        method += rnd
         if "error" in r:
             rows.append(f"| {method} | {fmt} | {'on' if comp else 'off'} | failed: "
                         f"{r['error'].splitlines()[0][:80]} | | | | | |")
@@ -397,8 +429,8 @@ def table(out: dict[str, Any]) -> str:
         share = r.get("data_share", math.nan) * 100
         rows.append(f"| {method} | {fmt} | {'on' if comp else 'off'} | {f(r.get('epoch_s'), '.2f')} | "
                     f"{f(r.get('step_s', math.nan) * 1e3, '.1f')} | {f(share, '.1f')}% | "
-                    f"{f(r.get('peak_mem_gib'), '.2f')} | {f(r.get('tflops'), '.1f')} | "
-                    f"{f(r.get('bandwidth_tb_s'), '.2f')} |")
+                    f"{f(r.get('peak_mem_gib'), '.2f')} | {f(r.get('tflops'), '.3g')} | "
+                    f"{f(r.get('bandwidth_tb_s'), '.3g')} |")
     return "\n".join(rows)
 
 
@@ -420,7 +452,8 @@ def prepare_data(args: argparse.Namespace) -> Path:
     return unpack_npz(npz, args.cache / f"cifar10-train-{tag}", args.per_class)
 
 
-def run_child(name: str, args: argparse.Namespace, argv: list[str], logs: Path) -> dict[str, Any]:
+def run_child(name: str, args: argparse.Namespace, argv: list[str], logs: Path,
+              timeout: float) -> dict[str, Any]:
     """One variant in a fresh process, so a crash, a CUDA error or a hang costs that variant only."""
     logs.mkdir(parents=True, exist_ok=True)
     result = logs / (name.replace("/", "-") + ".json")
@@ -429,19 +462,24 @@ def run_child(name: str, args: argparse.Namespace, argv: list[str], logs: Path) 
     cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--isolate", "none",
            "--child", name, "--child-out", str(result)]
     with open(log, "w") as fh:
+        # its own process group: a stopped variant takes its DataLoader workers and inductor's
+        # compile workers with it
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT,
-                                  timeout=args.variant_timeout)
-            code: Any = proc.returncode
+            code: Any = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            code = f"timed out after {args.variant_timeout} s"
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = f"stopped after {timeout:.0f} s (--variant-timeout / --budget-s)"
     if result.is_file():
         return json.loads(result.read_text())
     tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-    return {"error": f"exit {code}: " + "\n".join(tail), "log": str(log)}
+    why = f"exit {code}" if isinstance(code, int) else code
+    return {"error": f"{why}: " + "\n".join(tail), "log": str(log)}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    t_launch = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_epoch_out"),
@@ -452,12 +490,27 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "solo-mixmask-bench",
                     help="where the JPEG tree, the resident cache and the run folders go")
     ap.add_argument("--cpu-smoke", action="store_true",
-                    help="the same code on the CPU: 160 images, resnet18 at width 0.125, batch 32, "
-                    "fp32, 1 warm-up and 2 timed steps, in one process, compile with dynamo's "
-                    "eager backend")
+                    help="the same code on the CPU, tiny: the defaults become --device cpu "
+                    "--per-class 16 --width 0.125 --batch 32 --warmup 1 --steps 2 --isolate none "
+                    "--compile-backend eager (dynamo's tracing without inductor's C++ builds)")
+    ap.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                    help="cuda (default), or cpu for the CPU comparison of the data paths")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per variant (default 30)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 5)")
     ap.add_argument("--batch", type=int, default=None, help="default 512")
+    ap.add_argument("--width", type=float, default=None, help="ResNet-18 width (default 1)")
+    ap.add_argument("--per-class", type=int, default=None,
+                    help="the first N training images per class (default: all 5,000)")
+    ap.add_argument("--precision", default=None, help="default bf16-mixed on cuda, 32 on cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (default 1)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat the variants in alternating order (ABBA); ratios are the median "
+                    "of the rounds' ratios")
+    ap.add_argument("--settle-s", type=float, default=None,
+                    help="pause after the warm-up epoch so its prefetched batches finish (default 2; "
+                    "0.2 with --cpu-smoke)")
+    ap.add_argument("--compile-backend", default=None,
+                    help="torch.compile backend (default inductor; eager with --cpu-smoke)")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="DataLoader workers of the image_folder path (default: cores - 1)")
     ap.add_argument("--methods", default=",".join(CONFIGS))
@@ -466,32 +519,51 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--isolate", choices=("process", "none"), default=None,
                     help="one process per variant (default on a GPU) or all in this one (default "
                     "with --cpu-smoke)")
-    ap.add_argument("--variant-timeout", type=float, default=420.0,
+    ap.add_argument("--wheels", type=Path, default=REPO / ".whl",
+                    help="omegaconf/hydra-core/antlr4 wheels, installed from there when missing "
+                    "(as gpu_step.py does)")
+    ap.add_argument("--variant-timeout", type=float, default=300.0,
                     help="seconds before an isolated variant is stopped")
+    ap.add_argument("--budget-s", type=float, default=480.0,
+                    help="the whole command's limit: an isolated variant is stopped when it would "
+                    "run past it, and the variants left are recorded as skipped (default 8 min)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     smoke = args.cpu_smoke
-    args.steps = args.steps or (2 if smoke else 30)
-    args.warmup = args.warmup or (1 if smoke else 5)
-    args.batch = args.batch or (32 if smoke else 512)
-    args.isolate = args.isolate or ("none" if smoke else "process")
-    args.precision = "32" if smoke else "bf16-mixed"
-    args.width = 0.125 if smoke else 1.0
-    args.per_class = 16 if smoke else None
-    if args.steps < 1 or args.warmup < 1 or args.batch % 8:
-        ap.error("--steps and --warmup must be positive and --batch a multiple of 8 (SplitBatchNorm 8)")
+
+    def default(key: str, smoke_value: Any, value: Any) -> None:
+        if getattr(args, key) is None:
+            setattr(args, key, smoke_value if smoke else value)
+
+    default("device", "cpu", "cuda")
+    cpu = args.device == "cpu"
+    default("steps", 2, 30)
+    default("warmup", 1, 5)
+    default("batch", 32, 512)
+    default("width", 0.125, 1.0)
+    default("per_class", 16, None)
+    default("isolate", "none", "process")
+    default("compile_backend", "eager", "inductor")
+    default("settle_s", 0.2, 2.0)
+    default("precision", "32", "32" if cpu else "bf16-mixed")
+    if args.steps < 1 or args.warmup < 1 or args.rounds < 1 or args.batch % 8:
+        ap.error("--steps, --warmup and --rounds must be positive and --batch a multiple of 8 "
+                 "(SplitBatchNorm 8)")
 
     import warnings
 
+    from gpu_step import ensure_config_libs
+
     warnings.filterwarnings("ignore")
+    ensure_config_libs(args.wheels)
     import torch
 
-    if not smoke and not torch.cuda.is_available():
+    if not cpu and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --cpu-smoke for the CPU smoke run")
-    if smoke:
-        torch.set_num_threads(1)  # small ops on a shared CPU stall in OpenMP barriers with more
-    work = args.cache / ("gpu-epoch-smoke" if smoke else "gpu-epoch")
+    if cpu:  # small ops on a shared CPU stall in OpenMP barriers with more threads than free cores
+        torch.set_num_threads(args.threads)
+    work = args.cache / ("gpu-epoch-cpu" if cpu else "gpu-epoch")
     root = prepare_data(args)
 
     if args.child:  # one variant, written where the parent reads it
@@ -509,10 +581,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if unknown:
         ap.error(f"unknown method(s) {unknown}: {list(CONFIGS)}")
     modes = [{"off": False, "on": True}[c] for c in args.compile.split(",") if c]
-    variants = all_variants(methods, [f for f in args.formats.split(",") if f], modes)
+    variants = all_variants(methods, [f for f in args.formats.split(",") if f], modes, args.rounds)
     expected = expected_seconds(variants, args)
     out: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(0) if not smoke else f"cpu ({platform.machine()})",
+        "device": f"cpu ({platform.machine()})" if cpu else torch.cuda.get_device_name(0),
         "torch": torch.__version__, "commit": commit(), "host": platform.node(),
         "host_cores": os.cpu_count(), "command": " ".join(["python benchmarks/gpu_epoch.py", *argv]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -526,16 +598,21 @@ def main(argv: Optional[list[str]] = None) -> int:
                      "image_folder_workers": args.workers, "isolate": args.isolate,
                      "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)},
         "expected_s": round(expected), "variants": {}}
-    if not smoke:
+    if cpu:
+        out["settings"]["torch_threads"] = torch.get_num_threads()
+    else:
         out["device_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
-    print(f"# {out['device']}, torch {out['torch']}, commit {out['commit']}; {len(variants)} variants, "
-          f"expected about {expected / 60:.1f} min on an H100/H200", flush=True)
+    print(f"# {out['device']}, torch {out['torch']}, commit {out['commit']}; {len(variants)} variants"
+          + ("" if cpu else f", expected about {expected / 60:.1f} min on an H100/H200"), flush=True)
     save(out, path)
     start = time.perf_counter()
     for name in variants:
         t = time.perf_counter()
-        if args.isolate == "process":
-            res = run_child(name, args, argv, args.out / "logs")
+        left = args.budget_s - (t - t_launch)
+        if left < 30:
+            res = {"error": f"skipped: {args.budget_s:.0f} s budget spent (--budget-s)"}
+        elif args.isolate == "process":
+            res = run_child(name, args, argv, args.out / "logs", min(args.variant_timeout, left))
         else:
             try:
                 res = run_variant(name, args, root, work)

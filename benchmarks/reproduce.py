@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PLAN = REPO / "benchmarks" / "reproduce.yaml"
+DEFAULT_RESULTS = REPO / "docs" / "results" / "cifar10-subset"
 
 
 def machine() -> str:
@@ -148,7 +149,11 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
     cfg = pretrain_config(plan, method, variant, seed, train, test, work, args.overrides)
     label = args.label or variant  # the row of the report's table
     plan_arg = [] if Path(args.config).resolve() == DEFAULT_PLAN else [
-        f"--config {Path(args.config).resolve().relative_to(REPO)}", f"--results {args.results}"]
+        f"--config {Path(args.config).resolve().relative_to(REPO)}"]
+    if Path(args.results).resolve() != DEFAULT_RESULTS:
+        results = Path(args.results).resolve()
+        shown = results.relative_to(REPO) if results.is_relative_to(REPO) else results
+        plan_arg.append(f"--results {shown}")
     command = " ".join([f"python benchmarks/reproduce.py --method {method} --variant {variant} "
                         f"--seed {seed}", *plan_arg,
                         *([f"--label {args.label}"] if args.label else []),
@@ -193,7 +198,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--method", nargs="+", default=["mocov2plus"])
     p.add_argument("--variant", nargs="+", default=["vanilla", "mixmask", "erase"])
     p.add_argument("--seed", type=int, nargs="+", default=[0])
-    p.add_argument("--results", default=str(REPO / "docs" / "results" / "cifar10-subset"))
+    p.add_argument("--results", default=str(DEFAULT_RESULTS))
     p.add_argument("--work", default=str(Path.home() / ".cache" / "solo-mixmask" / "reproduce"))
     p.add_argument("--label", default=None,
                    help="row name in the report for a modified variant (e.g. mixmask-grid4)")
