@@ -16,7 +16,7 @@ from solo_mixmask.eval.semi import parse_semi_cfg
 
 LINEAR = sorted((REPO / "scripts/linear").glob("*/*.yaml"))
 SEMI = sorted((REPO / "scripts/semi").glob("*/*.yaml"))
-LAUNCHERS = sorted((REPO / "scripts").glob("linear/*/*.sh")) + sorted(
+LAUNCHERS = sorted((REPO / "scripts").glob("linear/*/linear.sh")) + sorted(
     (REPO / "scripts").glob("semi/*/*.sh"))
 
 
@@ -115,3 +115,16 @@ def test_paper_knn_launcher_passes_each_methods_protocol(tmp_path):
     bad = subprocess.run(["bash", str(script), "swav", "c.ckpt", "train", "val"], env=env,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown method 'swav'")
+
+
+@pytest.mark.parametrize("folder", ["cifar100", "tiny-imagenet"])
+def test_paper_linear_launcher(folder, tmp_path):
+    stub = tmp_path / "solo-mixmask"
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    path = REPO / "scripts/linear/paper" / folder / "linear.sh"
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    out = subprocess.run(["bash", str(path), "byol", "ck-ep=1.ckpt"], env=env,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["linear", "--config-path", str(path.parent), "--config-name", "byol.yaml",
+                   "pretrained_feature_extractor=ck-ep=1.ckpt"]
