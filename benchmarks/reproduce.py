@@ -11,7 +11,9 @@ T=0.1, clean train bank) on the test split every few epochs, then trains a linea
 features of the final backbone. It appends to ``--results`` (default
 ``docs/results/cifar10-subset``): a ``knn`` and a ``linear`` record (JSON), and the run's args.json
 and CSV logs (for the curves); checkpoints stay in ``--work``. Extra ``key=value`` arguments override
-the pretraining config.
+the pretraining config. ``--resume`` continues a stopped run from its last checkpoint in ``--work``
+(resumption is exact, so the record is that of the uninterrupted run); its wall time adds the
+stopped segment's, up to its last checkpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import OmegaConf
 
@@ -123,6 +126,20 @@ def linear_config(plan, checkpoint: Path, train: Path, test: Path, results: Path
     })
 
 
+def stopped_segment(cfg) -> tuple[float, Optional[str]]:
+    """Seconds a stopped run of ``cfg`` ran up to its last checkpoint (args.json is written at its
+    start), and that checkpoint's name; (0, None) when there is none to resume."""
+    from solo_mixmask.config.pretrain import parse_pretrain_cfg
+    from solo_mixmask.engine.checkpoint import find_resumable
+
+    parsed = parse_pretrain_cfg(cfg.copy())
+    ckpt = find_resumable(parsed, Path(parsed.checkpoint.dir) / parsed.method, 0)
+    if ckpt is None:
+        return 0.0, None
+    started = (ckpt.parent / "args.json").stat().st_mtime
+    return max(0.0, ckpt.stat().st_mtime - started), ckpt.name
+
+
 def keep_logs(run_dir: Path, dest: Path) -> None:
     """args.json, final metrics and CSV logs of a run (no checkpoints) for the report's curves."""
     if dest.exists():
@@ -159,12 +176,18 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
                         *([f"--label {args.label}"] if args.label else []),
                         *([f"--threads {args.threads}"] if args.threads else []),
                         *args.overrides]).strip()
+    earlier, resumed = 0.0, None
+    if args.resume:
+        cfg.auto_resume = {"enabled": True, "max_hours": 0}
+        earlier, resumed = stopped_segment(cfg)
     start = time.time()
     result = pretrain(cfg)
-    wall = time.time() - start
+    wall = time.time() - start + earlier
     extra = {"wall_time_s": round(wall, 1), "machine": machine(), "commit": commit(),
              "train_images": len(list(Path(train).rglob("*.jpg"))),
              "threads": torch.get_num_threads(), "seed": seed}
+    if resumed is not None:
+        extra["resumed_from"] = resumed
     epochs = int(cfg.max_epochs)
     kept = f"runs/{method}-{label}-{epochs}ep-s{seed}"  # logs kept beside the records, relative to them
     record = record_from_run(result.run_dir)
@@ -205,6 +228,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for this process (default: torch's, i.e. OMP_NUM_THREADS "
                    "or the core count); 1 each when two runs share 2 cores")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a stopped run of the same config from its last checkpoint "
+                   "in --work (a fresh run when there is none)")
     p.add_argument("overrides", nargs="*", help="pretraining config overrides, key=value")
     args = p.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides

@@ -98,3 +98,28 @@ def test_the_paper_plan_is_the_paper_config_at_small_scale(tmp_path):
                                                                  full["data"]["std"])
         assert small["knn_eval"]["feature"] == full["knn_eval"]["feature"] == "projector"
         assert small["backbone"]["kwargs"]["cifar_stem"] is True
+
+
+def test_resume_finds_the_stopped_run_and_its_time(tmp_path):
+    """--resume: the stopped run of the same config is found, with the seconds from its start to its
+    last checkpoint; another seed's run is not taken for it."""
+    import json
+    import os
+
+    cfg = reproduce.pretrain_config(PAPER, "mocov2plus", "mixmask", 0, tmp_path, tmp_path,
+                                    tmp_path, [])
+    assert reproduce.stopped_segment(cfg) == (0.0, None)
+    run = tmp_path / "runs" / "mixmask_mocov2plus" / "abc123"
+    run.mkdir(parents=True)
+    (run / "args.json").write_text(json.dumps(
+        OmegaConf.to_container(parse_pretrain_cfg(cfg.copy()), resolve=True)))
+    for epoch, t in ((3, 1000.0), (4, 1250.0)):
+        ckpt = run / f"{cfg.name}-abc123-ep={epoch}.ckpt"
+        ckpt.write_bytes(b"")
+        os.utime(ckpt, (t, t))
+    os.utime(run / "args.json", (400.0, 400.0))
+    assert reproduce.stopped_segment(cfg) == (850.0, f"{cfg.name}-abc123-ep=4.ckpt")
+    other = reproduce.pretrain_config(PAPER, "mocov2plus", "mixmask", 1, tmp_path, tmp_path,
+                                      tmp_path, [])
+    assert reproduce.stopped_segment(other) == (0.0, None)
+    assert reproduce.parse_args(["--resume", "--seed", "1"]).resume

@@ -178,3 +178,21 @@ def test_ctrl_c_saves_the_step_and_resumes_to_the_same_weights(cifar_train, tmp_
     resumed = _cli(run, "cfg.yaml", None, f"resume_from_checkpoint={saved}")
     assert resumed.wait(600) == 0, resumed.stderr.read()
     _assert_same(_final_weights(root), expected)
+
+
+def test_auto_resume_finds_a_run_started_before_an_option_existed(tmp_path):
+    """A run whose args.json lacks an option added since (data.device here) is still the same run;
+    one that differs in a setting both know is not."""
+    import json
+
+    cfg = parse_pretrain_cfg(tiny_cfg("mocov2plus", tmp_path, tmp_path, max_epochs=2))
+    root = tmp_path / "runs"
+    for version, seed in (("older", cfg.seed), ("reseeded", cfg.seed + 1)):
+        run = root / version
+        run.mkdir(parents=True)
+        saved = OmegaConf.to_container(cfg, resolve=True)
+        saved["seed"] = seed
+        del saved["data"]["device"]
+        (run / "args.json").write_text(json.dumps(saved))
+        (run / f"{cfg.name}-{version}-ep=0.ckpt").write_bytes(b"")
+    assert find_resumable(cfg, root, max_hours=1) == root / "older" / f"{cfg.name}-older-ep=0.ckpt"

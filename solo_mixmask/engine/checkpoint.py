@@ -54,6 +54,15 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     return data
 
 
+def same_settings(saved: Any, current: Any) -> bool:
+    """Whether a run's saved settings are the current ones. Keys on one side only are options that
+    the version which started the run did not have (or no longer has): they do not tell runs apart,
+    so a package upgrade does not orphan a half-finished run."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return all(same_settings(saved[k], current[k]) for k in saved.keys() & current.keys())
+    return saved == current
+
+
 def checkpoint_epoch(path: Path) -> int:
     m = CKPT_RE.search(path.name)
     return int(m.group(1)) if m else -1
@@ -84,7 +93,7 @@ def find_resumable(cfg: DictConfig, root: Path, max_hours: float) -> Optional[Pa
             saved = OmegaConf.create(json.loads(args.read_text()))
         except (OSError, ValueError):
             continue
-        if fingerprint(saved) != target:
+        if not same_settings(fingerprint(saved), target):
             continue
         ckpt = latest_checkpoint(args.parent)
         if ckpt is None:
