@@ -133,14 +133,9 @@ def expected_seconds(variants: list[str], args: argparse.Namespace) -> float:
 
 
 def commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
-        return out + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    from reproduce import commit as repo_commit
+
+    return repo_commit()
 
 
 def overrides(args: argparse.Namespace, method: str, fmt: str, compiled: bool, root: Path,

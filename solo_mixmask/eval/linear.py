@@ -362,6 +362,21 @@ def settings_of(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def _record(cfg: DictConfig, kind: str, metrics: dict[str, float], num_train: int,
+            info: dict[str, Any], run_dir: Path, command: Optional[str],
+            extra_settings: Optional[Callable[[], dict[str, Any]]]) -> dict[str, Any]:
+    """The evaluation's record: its numbers, settings and the pretrained checkpoint's provenance."""
+    settings = {**settings_of(cfg), "num_train": num_train,
+                **(extra_settings() if extra_settings else {})}
+    record = make_record(kind, metrics, checkpoint=cfg.pretrained_feature_extractor,
+                         dataset=cfg.data.dataset, settings=settings, info=info,
+                         overrides={"method": cfg.pretrain_method,
+                                    "variant": cfg.pretrain_variant,
+                                    "epochs": cfg.pretrain_epochs}, command=command)
+    record["eval_run_dir"] = str(run_dir.resolve())
+    return record
+
+
 def _wmse_probe(cfg: DictConfig, kind: str, train: TensorDataset, val: TensorDataset,
                 num_classes: int, info: dict[str, Any], run_dir: Path, command: Optional[str],
                 extra_settings: Optional[Callable[[], dict[str, Any]]]) -> EvalResult:
@@ -375,14 +390,7 @@ def _wmse_probe(cfg: DictConfig, kind: str, train: TensorDataset, val: TensorDat
                                  batch_size=int(cfg.optimizer.batch_size), seed=int(cfg.seed),
                                  device=_accelerator_device(cfg))
     metrics = {"acc1": result["acc1"], "acc5": result["acc5"], "loss": result["loss"]}
-    settings = {**settings_of(cfg), "num_train": len(train),
-                **(extra_settings() if extra_settings else {})}
-    record = make_record(kind, metrics, checkpoint=cfg.pretrained_feature_extractor,
-                         dataset=cfg.data.dataset, settings=settings, info=info,
-                         overrides={"method": cfg.pretrain_method,
-                                    "variant": cfg.pretrain_variant,
-                                    "epochs": cfg.pretrain_epochs}, command=command)
-    record["eval_run_dir"] = str(run_dir.resolve())
+    record = _record(cfg, kind, metrics, len(train), info, run_dir, command, extra_settings)
     return EvalResult(metrics, run_dir, write_record(record, cfg.results_dir), record, None)
 
 
@@ -435,14 +443,7 @@ def run_linear(cfg: DictConfig, kind: str = "linear",
     trainer.fit(model, train_loader, val_loader, ckpt_path=str(resume) if resume else None)
     final = final_metrics(trainer, model, val_loader)
     metrics = {"acc1": final["val_acc1"], "acc5": final["val_acc5"], "loss": final["val_loss"]}
-    settings = {**settings_of(cfg), "num_train": len(train),
-                **(extra_settings() if extra_settings else {})}
-    record = make_record(kind, metrics, checkpoint=cfg.pretrained_feature_extractor,
-                         dataset=cfg.data.dataset, settings=settings, info=info,
-                         overrides={"method": cfg.pretrain_method,
-                                    "variant": cfg.pretrain_variant,
-                                    "epochs": cfg.pretrain_epochs}, command=command)
-    record["eval_run_dir"] = str(run_dir.resolve())
+    record = _record(cfg, kind, metrics, len(train), info, run_dir, command, extra_settings)
     path = write_record(record, cfg.results_dir) if trainer.is_global_zero else None
     last = next((cb.last for cb in callbacks if isinstance(cb, Checkpointer)), None)
     return EvalResult(metrics, run_dir, path, record, last)
