@@ -40,8 +40,11 @@ per-group calls).
 
 Each variant runs in its own process (``--isolate process``, the default: a crash, a CUDA error or a
 hung compile costs that variant only, with ``--variant-timeout``); results go to ``OUT/gpu_epoch.json``
-after every variant, with the device, torch version and commit. ``--budget-s`` (480) stops the
-command at 8 minutes, the eager variants first, and records what it skipped.
+after every variant, with the device, torch version and commit, and the variants' logs to
+``OUT/gpu_epoch.log`` (two files: what a lent machine returns is limited); each variant's own files
+stay in ``--cache``. ``--budget-s`` (480) stops the command at 8 minutes, the eager variants first,
+and records what it skipped; ``--variants`` runs a given list (``benchmarks/gpu_window.py`` runs six
+in about 3 minutes).
 
     python benchmarks/gpu_epoch.py --data DIR                 # on a GPU: 8 variants, about 7 min
     python benchmarks/gpu_epoch.py --cpu-smoke --out /tmp/e   # the same code, tiny, on the CPU
@@ -68,15 +71,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from device_env import REPO, BadInput, bootstrap, commit, data_root, run_main, safe_name
 
 PAPER = REPO / "scripts" / "pretrain" / "paper" / "cifar100"
 CONFIGS = {"mocov2plus": "mocov2plus.yaml", "mixmask_mocov2plus": "mocov2plus_mixmask.yaml"}
 FORMATS = ("image_folder", "device")
 EPOCH_IMAGES = 50_000  # CIFAR-10/100 training set
-JSON_NAME = "gpu_epoch.json"
+JSON_NAME, LOG_NAME = "gpu_epoch.json", "gpu_epoch.log"
 
 #: Dense bf16 tensor-core peak (TFLOP/s) and HBM bandwidth (TB/s) from NVIDIA's data sheets, by the
 #: first matching substring of the device name; used only to say how far from either bound a step is.
@@ -91,26 +92,33 @@ PEAKS: tuple[tuple[str, float, float], ...] = (
 
 
 # ------------------------------------------------------------------------------------ variants
+ROUND = ".r"  # a later round's suffix: ``.r2``, ``.r3``... (names stay file-name safe)
+
+
 def variant_name(method: str, fmt: str, compiled: bool, rnd: str = "") -> str:
     return f"{method}/{fmt}/{'compile' if compiled else 'eager'}{rnd}"
 
 
 def parse_variant(name: str) -> tuple[str, str, bool, str]:
-    """``(method, format, compiled, round suffix)``; the suffix is ``""`` or ``"#2"``, ``"#3"``..."""
-    name, hash_, rnd = name.partition("#")
-    method, fmt, mode = name.split("/")
-    return method, fmt, mode == "compile", hash_ + rnd
+    """``(method, format, compiled, round suffix)``; the suffix is ``""`` or ``".r2"``, ``".r3"``..."""
+    name, mark, rnd = name.partition(ROUND)
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0] not in CONFIGS or parts[1] not in FORMATS \
+            or parts[2] not in ("eager", "compile"):
+        raise BadInput(f"variant {name!r}: expected METHOD/FORMAT/eager|compile with METHOD in "
+                       f"{list(CONFIGS)} and FORMAT in {list(FORMATS)}")
+    return parts[0], parts[1], parts[2] == "compile", mark + rnd
 
 
 def all_variants(methods: list[str], formats: list[str], compile_modes: list[bool],
                  rounds: int = 1) -> list[str]:
     """Eager variants first (fast, and the ones that matter most), then the compiled ones; with more
-    rounds the whole list repeats in alternating order (ABBA), each round's names marked ``#r``."""
+    rounds the whole list repeats in alternating order (ABBA), each round's names marked ``.rN``."""
     base = [variant_name(m, f, c) for c in compile_modes for m in methods for f in formats]
     out = []
     for r in range(rounds):
         order = base if r % 2 == 0 else base[::-1]
-        out += [name + (f"#{r + 1}" if r else "") for name in order]
+        out += [name + (f"{ROUND}{r + 1}" if r else "") for name in order]
     return out
 
 
@@ -130,12 +138,6 @@ def expected_seconds(variants: list[str], args: argparse.Namespace) -> float:
         else:
             total += 5
     return total
-
-
-def commit() -> str:
-    from reproduce import commit as repo_commit
-
-    return repo_commit()
 
 
 def overrides(args: argparse.Namespace, method: str, fmt: str, compiled: bool, root: Path,
@@ -337,6 +339,7 @@ def run_variant(name: str, args: argparse.Namespace, root: Path, work: Path) -> 
 
         out["peak_mem_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         out["peak_mem_source"] = "host peak RSS of the process (cumulative without --isolate process)"
+    out["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)  # as the run set it, here
     if timer.flops is not None:
         out.update(flops_per_step=timer.flops, bytes_per_step=timer.bytes, ops_per_step=timer.ops)
     out["run_dir"] = str(result.run_dir)
@@ -437,22 +440,20 @@ def save(out: dict[str, Any], path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- driver
 def prepare_data(args: argparse.Namespace) -> Path:
-    from solo_mixmask.data.npz import shared_data_dir, unpack_npz
+    from solo_mixmask.data.npz import unpack_npz
 
-    data = args.data or shared_data_dir() or (REPO / "shared" / "data")
-    npz = Path(data) / "cifar10-jpeg" / "train.npz"
-    if not npz.is_file():
-        raise SystemExit(f"{npz} not found: pass --data (the folder holding cifar10-jpeg/)")
+    npz = data_root(args.data) / "cifar10-jpeg" / "train.npz"
     tag = f"{args.per_class}pc" if args.per_class else "all"
     return unpack_npz(npz, args.cache / f"cifar10-train-{tag}", args.per_class)
 
 
-def run_child(name: str, args: argparse.Namespace, argv: list[str], logs: Path,
+def run_child(name: str, args: argparse.Namespace, argv: list[str], logs: Path, combined: Path,
               timeout: float) -> dict[str, Any]:
-    """One variant in a fresh process, so a crash, a CUDA error or a hang costs that variant only."""
+    """One variant in a fresh process, so a crash, a CUDA error or a hang costs that variant only.
+    Its JSON and log stay in ``logs`` (the work folder); the log is appended to ``combined``."""
     logs.mkdir(parents=True, exist_ok=True)
-    result = logs / (name.replace("/", "-") + ".json")
-    log = logs / (name.replace("/", "-") + ".log")
+    result = logs / (safe_name(name) + ".json")
+    log = logs / (safe_name(name) + ".log")
     result.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--isolate", "none",
            "--child", name, "--child-out", str(result)]
@@ -466,11 +467,14 @@ def run_child(name: str, args: argparse.Namespace, argv: list[str], logs: Path,
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             code = f"stopped after {timeout:.0f} s (--variant-timeout / --budget-s)"
+    text = log.read_text(errors="replace")
+    with open(combined, "a") as fh:
+        fh.write(f"===== {name} ({code if isinstance(code, int) else 'stopped'})\n{text}\n")
     if result.is_file():
         return json.loads(result.read_text())
-    tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+    tail = text.strip().splitlines()[-15:]
     why = f"exit {code}" if isinstance(code, int) else code
-    return {"error": f"{why}: " + "\n".join(tail), "log": str(log)}
+    return {"error": f"{why}: " + "\n".join(tail), "log": combined.name}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -478,7 +482,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_epoch_out"),
-                    help="folder for gpu_epoch.json and the variants' logs (default: $OUT, else "
+                    help="folder for gpu_epoch.json and gpu_epoch.log (default: $OUT, else "
                     "./gpu_epoch_out)")
     ap.add_argument("--data", type=Path, default=None,
                     help="the shared data folder holding cifar10-jpeg/train.npz (default: found)")
@@ -514,9 +518,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--isolate", choices=("process", "none"), default=None,
                     help="one process per variant (default on a GPU) or all in this one (default "
                     "with --cpu-smoke)")
-    ap.add_argument("--wheels", type=Path, default=REPO / ".whl",
-                    help="omegaconf/hydra-core/antlr4 wheels, installed from there when missing "
-                    "(as gpu_step.py does)")
+    ap.add_argument("--variants", default=None,
+                    help="these variants, in this order (METHOD/FORMAT/eager|compile, comma-"
+                    "separated), instead of --methods x --formats x --compile")
     ap.add_argument("--variant-timeout", type=float, default=300.0,
                     help="seconds before an isolated variant is stopped")
     ap.add_argument("--budget-s", type=float, default=480.0,
@@ -543,19 +547,32 @@ def main(argv: Optional[list[str]] = None) -> int:
     default("settle_s", 0.2, 2.0)
     default("precision", "32", "32" if cpu else "bf16-mixed")
     if args.steps < 1 or args.warmup < 1 or args.rounds < 1 or args.batch % 8:
-        ap.error("--steps, --warmup and --rounds must be positive and --batch a multiple of 8 "
-                 "(SplitBatchNorm 8)")
+        raise BadInput("--steps, --warmup and --rounds must be positive and --batch a multiple "
+                       "of 8 (SplitBatchNorm 8)")
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in CONFIGS]
+    if unknown:
+        raise BadInput(f"unknown method(s) {unknown}: {list(CONFIGS)}")
+    bad = [c for c in args.compile.split(",") if c not in ("off", "on")]
+    if bad:
+        raise BadInput(f"--compile {args.compile}: off, on or off,on")
+    modes = [c == "on" for c in args.compile.split(",")]
+    if args.variants:
+        variants = [v for v in args.variants.split(",") if v]
+        for v in variants:
+            parse_variant(v)
+    else:
+        variants = all_variants(methods, [f for f in args.formats.split(",") if f], modes,
+                                args.rounds)
 
     import warnings
 
-    from gpu_step import ensure_config_libs
-
     warnings.filterwarnings("ignore")
-    ensure_config_libs(args.wheels)
+    bootstrap()
     import torch
 
     if not cpu and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run with --cpu-smoke for the CPU smoke run")
+        raise BadInput("no CUDA device: run with --cpu-smoke for the CPU smoke run")
     if cpu:  # small ops on a shared CPU stall in OpenMP barriers with more threads than free cores
         torch.set_num_threads(args.threads)
     work = args.cache / ("gpu-epoch-cpu" if cpu else "gpu-epoch")
@@ -571,12 +588,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / JSON_NAME
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in CONFIGS]
-    if unknown:
-        ap.error(f"unknown method(s) {unknown}: {list(CONFIGS)}")
-    modes = [{"off": False, "on": True}[c] for c in args.compile.split(",") if c]
-    variants = all_variants(methods, [f for f in args.formats.split(",") if f], modes, args.rounds)
+    combined = args.out / LOG_NAME
+    combined.unlink(missing_ok=True)
     expected = expected_seconds(variants, args)
     out: dict[str, Any] = {
         "device": f"cpu ({platform.machine()})" if cpu else torch.cuda.get_device_name(0),
@@ -590,8 +603,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                      "backbone": f"resnet18 width {args.width}, CIFAR stem",
                      "warmup_steps": args.warmup, "timed_steps": args.steps,
                      "epoch_images": EPOCH_IMAGES, "steps_per_epoch": EPOCH_IMAGES // args.batch,
-                     "image_folder_workers": args.workers, "isolate": args.isolate,
-                     "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)},
+                     "image_folder_workers": args.workers, "isolate": args.isolate},
         "expected_s": round(expected), "variants": {}}
     if cpu:
         out["settings"]["torch_threads"] = torch.get_num_threads()
@@ -607,7 +619,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if left < 30:
             res = {"error": f"skipped: {args.budget_s:.0f} s budget spent (--budget-s)"}
         elif args.isolate == "process":
-            res = run_child(name, args, argv, args.out / "logs", min(args.variant_timeout, left))
+            res = run_child(name, args, argv, work / "logs", combined,
+                            min(args.variant_timeout, left))
         else:
             try:
                 res = run_variant(name, args, root, work)
@@ -638,7 +651,4 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # do not wait on DataLoader worker teardown, which can stall at exit on a GPU
+    run_main(main)

@@ -14,8 +14,8 @@ ResNet-50, 224 px, batch 256, bf16-mixed, channels_last, the project's
   time is the median interval between batch ends after the warm-up steps (synchronised).
 - peak GPU memory: ``torch.cuda.max_memory_allocated`` over each method's run.
 
-omegaconf, hydra-core and antlr4-python3-runtime are needed; when they are missing and wheels of them
-lie in --wheels (default ``.whl/``), they are installed from there into ``.whl/site`` (no network).
+omegaconf, hydra-core and antlr4-python3-runtime are needed; when they are missing they are installed
+from the wheels in ``.whl/`` (``benchmarks/prepare_device.py`` builds them) into the temporary folder.
 
     python benchmarks/gpu_step.py --data datasets/imagenette2-224px/train_200pc.npz
     python benchmarks/gpu_step.py --data PATH --device cpu --arch resnet18 --size 64 --batch 8 \\
@@ -37,34 +37,13 @@ import json
 import math
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-
-def ensure_config_libs(wheels: Path) -> None:
-    """Installs omegaconf/hydra-core/antlr4 from local wheels when they are not importable."""
-    try:
-        import hydra  # noqa: F401
-        import omegaconf  # noqa: F401
-        return
-    except ImportError:
-        pass
-    site = wheels / "site"
-    if not site.is_dir():
-        found = sorted(str(p) for p in wheels.glob("*.whl"))
-        if not found:
-            raise SystemExit(f"omegaconf/hydra-core are missing and {wheels} holds no wheels")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-                        "--target", str(site), *found], check=True)
-    sys.path.insert(0, str(site))
+from device_env import REPO, bootstrap
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -373,7 +352,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1),
                     help="CPU loader workers")
     ap.add_argument("--methods", default="mocov2plus,mixmask_mocov2plus")
-    ap.add_argument("--wheels", type=Path, default=REPO / ".whl")
     ap.add_argument("--skip-cpu-loader", action="store_true")
     ap.add_argument("--no-dali", action="store_true", help="use the torchvision decoder even when "
                     "DALI is installed")
@@ -386,7 +364,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
 
     warnings.filterwarnings("ignore")
-    ensure_config_libs(args.wheels)
+    bootstrap()
     import torch
 
     if args.device != "cpu" and not torch.cuda.is_available():

@@ -23,15 +23,14 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
+from device_env import REPO, commit
 from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PLAN = REPO / "benchmarks" / "reproduce.yaml"
 DEFAULT_RESULTS = REPO / "docs" / "results" / "cifar10-subset"
 
@@ -49,17 +48,6 @@ def machine() -> str:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {gpu}, torch {torch.__version__}"
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
-        return out + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def prepare_data(spec, work: Path) -> tuple[Path, Path]:

@@ -7,6 +7,7 @@ by ``.ci/run``) they fail instead.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from omegaconf import OmegaConf
 from solo_mixmask.data.npz import shared_data_dir, unpack_npz
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark scripts import each other by name
 REQUIRE_DATA = os.environ.get("SOLO_MIXMASK_REQUIRE_DATA") == "1"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

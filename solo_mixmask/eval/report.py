@@ -39,9 +39,12 @@ def _version_number(path: Path) -> int:
 
 
 def metrics_files(run_dir: str | os.PathLike) -> list[Path]:
-    """``logs/version_*/metrics.csv`` of a run, in session order."""
-    versions = sorted(Path(run_dir).glob("logs/version_*"), key=_version_number)
-    return [v / "metrics.csv" for v in versions if (v / "metrics.csv").is_file()]
+    """``logs/version_*/metrics.csv`` of a run, in session order; a flat ``metrics.csv`` beside
+    ``args.json`` (a copied run, kept shallow) comes first."""
+    run_dir = Path(run_dir)
+    versions = sorted(run_dir.glob("logs/version_*"), key=_version_number)
+    flat = [run_dir / "metrics.csv"] if (run_dir / "metrics.csv").is_file() else []
+    return flat + [v / "metrics.csv" for v in versions if (v / "metrics.csv").is_file()]
 
 
 def _number(text: Optional[str]) -> Optional[float]:
