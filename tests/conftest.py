@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
 from solo_mixmask.data.npz import shared_data_dir, unpack_npz
@@ -44,6 +46,13 @@ def data_cache(tmp_path_factory) -> Path:
 
 def _unpack(cache: Path, npz: str, name: str, per_class: int) -> Path:
     return unpack_npz(data_file(npz), cache / name, per_class=per_class)
+
+
+@pytest.fixture(scope="session")
+def device_cache(tmp_path_factory) -> Path:
+    """``data.device.cache_dir`` of every test: the decoded images are content-keyed, so each tree
+    is decoded once per test run."""
+    return tmp_path_factory.mktemp("resident-cache")
 
 
 @pytest.fixture(scope="session")
@@ -118,3 +127,47 @@ def tiny_cfg(method: str, train_path: Path, tmp: Path, val_path: Path | None = N
     for key, value in overrides.items():
         OmegaConf.update(cfg, key.replace("__", "."), value, force_add=True)
     return cfg
+
+
+# ------------------------------------------------------------- one pretrained checkpoint
+KNN_EVAL = {"enabled": True, "bank": "clean", "k": 200, "T": 0.1, "distance_func": "cosine",
+            "frequency": 2}
+EPOCHS = 10
+
+
+@pytest.fixture(scope="session")
+def pretrained(cifar_train, cifar_test, tmp_path_factory):
+    """The evaluation tests' one short pretraining run, shared by the whole test run: SimCLR on
+    500 real CIFAR-10 images for 10 epochs, stopped after 6 and resumed from the
+    checkpoint (two CSV logging sessions), KNN-monitored every other epoch. The untouched initial
+    backbone is saved as bare ResNet weights."""
+    tmp = tmp_path_factory.mktemp("pretrain")
+    init = tmp / "untrained.pth"
+
+    class SaveInitThenStop(Callback):
+        def on_train_start(self, trainer, pl_module):
+            torch.save(pl_module.backbone.state_dict(), init)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.should_stop = trainer.current_epoch >= 5
+
+    cfg = {"val_path": cifar_test, "optimizer__lr": 0.5, "knn_eval": KNN_EVAL, "max_epochs": EPOCHS}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy 2-core machine two threads mostly wait on each other
+    try:
+        first, second = _pretrain_twice(cifar_train, tmp, cfg, SaveInitThenStop())
+    finally:
+        torch.set_num_threads(threads)
+    return SimpleNamespace(run_dir=second.run_dir, checkpoint=second.checkpoint, untrained=init,
+                           results=tmp / "results")
+
+
+def _pretrain_twice(cifar_train, tmp, cfg, stopper):
+    from solo_mixmask.engine.pretrain import pretrain
+
+    first = pretrain(tiny_cfg("simclr", cifar_train, tmp, **cfg), callbacks=[stopper])
+    assert first.checkpoint.name.endswith("-ep=5.ckpt")
+    second = pretrain(tiny_cfg("simclr", cifar_train, tmp,
+                               resume_from_checkpoint=str(first.checkpoint), **cfg))
+    assert second.run_dir == first.run_dir
+    return first, second

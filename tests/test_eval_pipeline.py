@@ -1,8 +1,8 @@
 """End to end on real CIFAR-10 images: pretrain SimCLR briefly (in two sessions, the second
 resumed), then run the ``knn``, ``linear``, ``semi`` and ``report`` commands on the checkpoint.
 
-Everything shares one pretraining run (module fixture). Torch runs on one thread here: on a busy
-2-core machine two threads per process mostly wait on each other.
+Everything shares one pretraining run (``pretrained`` in conftest.py). Torch runs on one thread
+here: on a busy 2-core machine two threads per process mostly wait on each other.
 """
 
 from __future__ import annotations
@@ -12,57 +12,25 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
 
-from conftest import REPO, tiny_cfg
+from conftest import EPOCHS, REPO
 from solo_mixmask.cli import main
 from solo_mixmask.eval.checkpoints import load_checkpoint_file, split_backbone
 from solo_mixmask.eval.records import SCHEMA, load_records
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
-KNN_EVAL = {"enabled": True, "bank": "clean", "k": 200, "T": 0.1, "distance_func": "cosine",
-            "frequency": 2}
-EPOCHS = 10
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def one_thread():
+    """The evaluations on one thread, as the shared pretraining run (conftest.py) trained."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def pretrained(cifar_train, cifar_test, tmp_path_factory, one_thread):
-    """SimCLR on 500 real CIFAR-10 images for 10 epochs, stopped after 6 and resumed from the
-    checkpoint (two CSV logging sessions), KNN-monitored every other epoch. The untouched initial
-    backbone is saved as bare ResNet weights."""
-    from solo_mixmask.engine.pretrain import pretrain
-
-    tmp = tmp_path_factory.mktemp("pretrain")
-    init = tmp / "untrained.pth"
-
-    class SaveInitThenStop(Callback):
-        def on_train_start(self, trainer, pl_module):
-            torch.save(pl_module.backbone.state_dict(), init)
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            trainer.should_stop = trainer.current_epoch >= 5
-
-    cfg = {"val_path": cifar_test, "optimizer__lr": 0.5, "knn_eval": KNN_EVAL, "max_epochs": EPOCHS}
-    first = pretrain(tiny_cfg("simclr", cifar_train, tmp, **cfg), callbacks=[SaveInitThenStop()])
-    assert first.checkpoint.name.endswith("-ep=5.ckpt")
-    second = pretrain(tiny_cfg("simclr", cifar_train, tmp,
-                               resume_from_checkpoint=str(first.checkpoint), **cfg))
-    assert second.run_dir == first.run_dir
-    return SimpleNamespace(run_dir=second.run_dir, checkpoint=second.checkpoint, untrained=init,
-                           results=tmp / "results")
 
 
 def _records(folder: Path, eval_kind: str, protocol: str | None = None) -> list[dict]:

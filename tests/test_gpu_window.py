@@ -1,4 +1,5 @@
-"""A GPU window rehearsed on the CPU: only what travels to a lent machine (tracked and untracked-not-
+"""The GPU evidence plan (every cell composes, the status of the cells), and a GPU window rehearsed
+on the CPU: only what travels to a lent machine (tracked and untracked-not-
 ignored files, plus the folders ``prepare_device.py`` builds; no ``.git``, no ``../shared``), an
 interpreter where omegaconf, hydra and solo_mixmask are not installed (``helpers/device_site``), and
 the window command in its CPU smoke mode. It must calibrate and use the calibration in the same call,
@@ -9,6 +10,7 @@ killed, and be ingested into the docs in one step."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -20,6 +22,8 @@ import time
 from pathlib import Path
 
 import gpu_epoch
+import gpu_plan
+import gpu_window
 import pytest
 from device_env import CONFIG_WHEELS, device_slug, git_commit, out_problems
 
@@ -112,10 +116,10 @@ def test_device_names_and_out_rules(tmp_path):
 
 @pytest.fixture(scope="module")
 def window(device) -> dict:
-    """One full rehearsal: calibration, speed, two cells."""
+    """One full rehearsal: calibration, speed, a cell."""
     root, out = device["root"], device["base"] / "out-full"
     before = tree_listing(root)
-    proc = subprocess.run(window_command(device, out, "--budget-s", "240", "--max-cells", "2"),
+    proc = subprocess.run(window_command(device, out, "--budget-s", "240", "--max-cells", "1"),
                           cwd=root, env=device_env(device, "full"), capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -142,10 +146,27 @@ def test_window_calibrates_measures_and_runs_cells_through_the_probe(device, win
     assert parts["speed"]["summary"]["complete"], parts["speed"]
     assert len(parts["speed"]["summary"]["variants"]) == 6
     speed = json.loads(archive(out)["speed/gpu_epoch.json"])
+    assert speed["torch"] and speed["commit"] == state["commit"] and speed["device"].startswith("cpu")
+    assert speed["settings"]["steps_per_epoch"] == 50_000 // speed["settings"]["batch"]
     assert "cudnn_benchmark" not in speed["settings"]  # recorded where each variant ran
-    assert all(isinstance(v["cudnn_benchmark"], bool) for v in speed["variants"].values())
+    assert list(speed["variants"]) == list(gpu_window.SPEED_VARIANTS)
+    for name, r in speed["variants"].items():
+        assert isinstance(r["cudnn_benchmark"], bool) and r["steps"] == speed["settings"]["timed_steps"]
+        for key in ("epoch_s", "step_s", "images_per_s", "data_share", "peak_mem_gib", "tflops",
+                    "bandwidth_tb_s"):
+            assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, (name, key)
+        assert r["data_share"] < 1 and r["epoch_s"] == pytest.approx(r["step_s"] * 1562)
+    eager = speed["variants"]["mixmask_mocov2plus/device/eager"]
+    assert eager["flops_per_step"] > speed["variants"]["mocov2plus/device/eager"]["flops_per_step"]
+    assert set(speed["ratios"]) == {  # side by side, each pair measured in this run
+        "mocov2plus/eager: image_folder / device", "mixmask_mocov2plus/eager: image_folder / device",
+        "device/eager: MixMask / vanilla", "image_folder/eager: MixMask / vanilla",
+        "mocov2plus/device: eager / compile", "mixmask_mocov2plus/device: eager / compile",
+        "device/compile: MixMask / vanilla"}
     cells = [p for p in state["parts"] if p["part"].startswith("cell:") and p["status"] == "done"]
-    assert [p["part"] for p in cells] == ["cell:a-moco-demo", "cell:moco-vanilla-s0"]
+    assert [p["part"] for p in cells] == ["cell:a-moco-demo"]
+    assert state["parts"][-1] == {"part": "cell:moco-vanilla-s0",
+                                  "status": "skipped: --max-cells 1 reached"}
     files = archive(out)
     assert "calibration/calibration.json" in files and "speed/gpu_epoch.json" in files
     for part in cells:
@@ -159,31 +180,41 @@ def test_window_calibrates_measures_and_runs_cells_through_the_probe(device, win
         args = json.loads(files[f"cells/runs/{cell}/args.json"])
         assert args["data"]["format"] == "device"
     linear = [json.loads(v) for k, v in files.items() if k.startswith("cells/linear-")]
-    assert len(linear) == 2
+    assert len(linear) == 1
     for record in linear:  # the probe's record names the checkpoint file it evaluated
         assert re.fullmatch(r"[0-9a-f]{64}", record["checkpoint_sha256"])
         assert record["checkpoint"].endswith(".ckpt")
     demo = json.loads(files["cells/summary-a-moco-demo.json"])
     assert demo["published"]["epoch"] == 1
     knn = [json.loads(v) for k, v in files.items() if k.startswith("cells/knn-")]
-    assert {r["variant"] for r in knn} == {"moco-demo", "vanilla"}
+    assert [r["variant"] for r in knn] == ["moco-demo"]
     assert not any(k.endswith(".ckpt") for k in files)
     assert window["after"] == window["before"]  # nothing written into the tree
 
 
 @pytest.mark.slow
 def test_window_killed_part_way_keeps_what_was_done(device, tmp_path):
-    """SIGKILL while the first cell runs: the calibration is in $OUT, the cell's summary says it
-    did not finish, and no process of the window is left. The speed record of this device kind
-    exists, so that part is skipped."""
+    """The plan's E is fixed and this device kind has its speed record, so the window goes
+    straight to the cells, their cost estimated from the records' calibration. SIGKILL while the
+    second cell runs: the first cell's records are in $OUT, the second cell's summary says it did
+    not finish, and no process of the window is left."""
     root, out = device["root"], tmp_path / "out"
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(re.sub(r"(?m)^epochs: null", "epochs: 1",
+                           (root / "benchmarks" / "gpu_plan.yaml").read_text()))
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "calibration.json").write_text(json.dumps(
+        {"fixed_seconds": 5, "seconds_per_epoch": 1, "probe_seconds": 1, "margin_s": 5}))
     speed = tmp_path / "speed" / "gpu-cpu" / "gpu_epoch.json"
     speed.parent.mkdir(parents=True)
     speed.write_text("{}")
     proc = subprocess.Popen(window_command(device, out, "--budget-s", "240", "--tick-s", "0.3",
+                                           "--plan", str(plan), "--records", str(records),
                                            "--speed-root", str(tmp_path / "speed")),
                             cwd=root, env=device_env(device, "kill"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
+    second = "cell:moco-vanilla-s0"
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
@@ -193,11 +224,11 @@ def test_window_killed_part_way_keeps_what_was_done(device, tmp_path):
                 files = {}
             state = json.loads(files.get("window.json", b"{}"))
             running = [p["part"] for p in state.get("parts", []) if p.get("status") == "running"]
-            if running == ["cell:a-moco-demo"] and "cells/summary-a-moco-demo.json" in files:
+            if running == [second] and "cells/summary-moco-vanilla-s0.json" in files:
                 break
             time.sleep(0.1)
         else:
-            pytest.fail("the first cell never showed up running")
+            pytest.fail("the second cell never showed up running")
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
@@ -206,11 +237,13 @@ def test_window_killed_part_way_keeps_what_was_done(device, tmp_path):
     assert {p.name for p in out.iterdir()} == FILES and out_problems(out) == []
     files = archive(out)
     state = json.loads((out / "window.json").read_text())
-    assert not state["complete"]
-    parts = {p["part"]: p for p in state["parts"]}
-    assert parts["calibrate"]["status"] == "done" and "speed" not in parts
-    assert json.loads(files["calibration/calibration.json"])["proposed_epochs"] >= 1
-    cell = json.loads(files["cells/summary-a-moco-demo.json"])
+    assert not state["complete"] and state["epochs"] == 1 and state["epochs_source"] == "plan"
+    assert [p["part"] for p in state["parts"]] == ["cell:a-moco-demo", second]
+    assert state["parts"][0]["status"] == "done"
+    first = json.loads(files["cells/summary-a-moco-demo.json"])
+    assert first["epochs"] == 1 and first["linear_top1"] is not None
+    assert any(k.startswith("cells/knn-mocov2plus-moco-demo") for k in files)
+    cell = json.loads(files["cells/summary-moco-vanilla-s0.json"])
     assert cell["complete"] is False and "did not finish" in cell["reason"]
     time.sleep(1)
     alive = []
@@ -244,12 +277,11 @@ def test_ingest_puts_a_window_into_the_docs_and_renders_the_report(device, windo
     proposed = state["epochs"]
     assert re.search(rf"(?m)^epochs: {proposed}  # fixed by the calibration on cpu", plan.read_text())
     assert json.loads((records / "calibration.json").read_text())["proposed_epochs"] == proposed
-    for cell in ("a-moco-demo", "moco-vanilla-s0"):
-        assert (records / f"summary-{cell}.json").is_file()
-        assert (records / "runs" / cell / "metrics.csv").is_file()
-    assert len(list(records.glob("knn-*.json"))) == 2 and len(list(records.glob("linear-*.json"))) == 2
+    assert (records / "summary-a-moco-demo.json").is_file()
+    assert (records / "runs" / "a-moco-demo" / "metrics.csv").is_file()
+    assert len(list(records.glob("knn-*.json"))) == 1 and len(list(records.glob("linear-*.json"))) == 1
     report = (records / "report.md").read_text()
-    assert "Vanilla" in report and "moco-demo" in report and (records / "curves.png").is_file()
+    assert "moco-demo" in report and (records / "curves.png").is_file()
     speed = json.loads((speed_root / "gpu-cpu" / "gpu_epoch.json").read_text())
     assert len(speed["variants"]) == 6
     text = doc.read_text()
@@ -304,3 +336,43 @@ def test_a_cell_stopped_by_its_time_limit_says_so(tmp_path):
     assert summary["linear_top1"] is None and "probe_skipped" in summary
     assert list((tmp_path / "work" / "runs" / "moco-mixmask-s0").rglob("*-ep=0*.ckpt"))
     assert out_problems(out) == []
+
+
+def test_every_engine_cell_composes_with_the_plans_overrides(tmp_path):
+    from solo_mixmask.config import load_config, parse_pretrain_cfg
+
+    plan = gpu_plan.load_plan()
+    ns = type("Args", (), {"work": str(tmp_path), "cpu_smoke": False})()
+    variants = {}
+    for cell in plan.cells:
+        if cell.get("runner"):
+            assert cell.solo_config.endswith(".yaml")
+            continue
+        epochs = 10
+        overrides = gpu_plan.engine_overrides(plan, cell, epochs, tmp_path, tmp_path, ns)
+        overrides = [o.replace("accelerator=gpu", "accelerator=cpu").replace(
+            "precision=bf16-mixed", "precision=32") for o in overrides]
+        cfg = parse_pretrain_cfg(load_config(str(gpu_plan.PAPER), str(cell.config), overrides))
+        assert cfg.optimizer.batch_size == 512 and cfg.data.format == "device"
+        assert cfg.max_epochs == int(cell.get("schedule_epochs") or epochs)
+        assert epochs % cfg.knn_eval.frequency == 0  # KNN at the budget's last epoch
+        variants[cell.id] = cfg
+    demo = variants["a-moco-demo"]
+    assert not demo.method_kwargs.symmetric and demo.max_epochs == 200  # the demo's schedule
+    assert variants["moco-vanilla-s0"].method_kwargs.symmetric_loss == "sum"
+    assert variants["moco-mixmask-s1"].seed == 1
+    ids = [c.id for c in plan.cells]
+    assert ids[0] == "a-moco-demo" and ids.index("moco-vanilla-s0") < ids.index("moco-mixmask-s0")
+
+
+def test_status_lists_the_open_cells(tmp_path, capsys):
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "summary-moco-vanilla-s0.json").write_text(json.dumps(
+        {"cell": "moco-vanilla-s0", "complete": True}))
+    (records / "summary-moco-mixmask-s0.json").write_text(json.dumps(
+        {"cell": "moco-mixmask-s0", "complete": False}))  # stopped by the limit: still open
+    gpu_plan.main(["status", "--records", str(records)])
+    out = capsys.readouterr().out
+    assert "[x] moco-vanilla-s0" in out and "[ ] moco-mixmask-s0" in out
+    assert f"1 of {len(gpu_plan.load_plan().cells)} cells done" in out

@@ -1,11 +1,12 @@
-"""Every method and MixMask branch combination trains on real CIFAR-10 images."""
+"""The methods on real CIFAR-10 images: their losses fall, solo-learn's batch format, MoCo's queue
+and SplitBatchNorm, and the data every variant sees. Each method's and branch's first step is pinned
+by tests/test_golden_steps.py."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from conftest import tiny_cfg
 from solo_mixmask.config import parse_pretrain_cfg
@@ -13,54 +14,38 @@ from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loa
 from solo_mixmask.engine.pretrain import pretrain
 from solo_mixmask.methods import METHODS
 
-VARIANTS = {
-    "mixmask": {"method_kwargs.mixmask.enabled": True},
-    "mixmask_discrete_random_per_sample": {
-        "method_kwargs.mixmask.pattern": "discrete", "method_kwargs.mixmask.permutation": "random",
-        "method_kwargs.mixmask.per_sample": True, "method_kwargs.mixmask.grid": 4},
-    "unmix": {"method_kwargs.mixmask.enabled": False, "method_kwargs.unmix.enabled": True},
-    "mixmask_star": {"method_kwargs.unmix.enabled": True},
-    "erase_noise": {"method_kwargs.mixmask.fill": "noise"},
-    "erase_zero_both_crops": {"method_kwargs.mixmask.fill": "zero",
-                              "method_kwargs.mixmask.crops": "both"},
-    "ratio_range": {"method_kwargs.mixmask.ratio": [0.3, 0.7]},
-}
 
-CASES = [(m, None) for m in ("mocov2plus", "byol", "simclr", "simsiam")]
-CASES += [(f"mixmask_{m}", "mixmask") for m in ("mocov2plus", "byol", "simclr", "simsiam")]
-CASES += [("mixmask_mocov2plus", v) for v in VARIANTS if v != "mixmask"]
-CASES += [("mixmask_byol", "mixmask_star"), ("mixmask_simclr", "erase_zero_both_crops"),
-          ("mixmask_simsiam", "unmix")]
+class StepLosses(Callback):
+    """The SSL loss and the MixMask term of every step."""
+
+    def __init__(self) -> None:
+        self.ssl: list[float] = []
+        self.mixmask: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        metrics = trainer.callback_metrics
+        self.ssl.append(float(metrics["train_ssl_loss_step"]))
+        self.mixmask.append(float(metrics["train_mixmask_loss_step"]))
 
 
-def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.backbone.state_dict().items()
-            if v.dtype.is_floating_point}
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
-@pytest.mark.parametrize("method,variant", CASES,
-                         ids=[f"{m}-{v or 'vanilla'}" for m, v in CASES])
-def test_steps_on_real_images_change_weights_with_finite_loss(method, variant, cifar_train,
-                                                              tmp_path):
-    overrides = dict(VARIANTS.get(variant or "", {}))
+@pytest.mark.parametrize("method", ["mixmask_byol", "mixmask_simclr", "mixmask_simsiam"])
+def test_the_ssl_loss_and_the_mixmask_term_fall_on_real_images(method, cifar_train, tmp_path):
+    """30 steps of 16 real CIFAR-10 images: the last five steps' mean is below that of steps 3-7,
+    for the method's own loss and for the MixMask term (both trained through the same encoder).
+    MoCo is left out: its InfoNCE against a queue that fills with ever newer keys rises before it
+    falls, later than 30 steps; tests/test_golden_steps.py pins its first step instead."""
     cfg = tiny_cfg(method, cifar_train, tmp_path, checkpoint__enabled=False,
-                   limit_train_batches=2, **{k.replace(".", "__"): v
-                                             for k, v in overrides.items()})
-    if method.endswith("mocov2plus") and "crops" in str(overrides):
-        cfg.method_kwargs.symmetric = True
-    cfg = parse_pretrain_cfg(cfg)
-    model = METHODS[cfg.method](cfg)
-    before = snapshot(model)
-    result = pretrain(cfg, trainer_kwargs={"logger": False})
-    after = snapshot(result.model)
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
-    assert len(changed) > len(before) // 2
-    loss = result.metrics["train_loss"]
-    assert math.isfinite(loss)
-    if method.startswith("mixmask_"):
-        branch = [k for k in result.metrics if "_loss" in k and k.startswith(
-            ("train_mixmask", "train_unmix", "train_erase")) and not k.endswith("_epoch")]
-        assert branch and all(math.isfinite(result.metrics[k]) for k in branch)
+                   limit_train_batches=30, optimizer__batch_size=16)
+    losses = StepLosses()
+    pretrain(cfg, callbacks=[losses], trainer_kwargs={"logger": False})
+    assert len(losses.ssl) == 30
+    for name, curve in (("ssl", losses.ssl), ("mixmask", losses.mixmask)):
+        early, late = mean(curve[2:7]), mean(curve[-5:])
+        assert late < early - 0.01 * abs(early) - 1e-3, (name, early, late)
 
 
 def test_batch_format_is_solo_learns(cifar_train, tmp_path):
@@ -135,8 +120,6 @@ def test_moco_splits_key_batchnorm_and_queries_only_when_asked(split_query, cifa
 def test_variants_see_the_same_data_order_and_augmentations(cifar_train, tmp_path):
     """Same seed: vanilla, MixMask and erase-based runs get identical batches, epoch after epoch
     (the branches draw from their own generator, not from the data stream)."""
-    from lightning.pytorch.callbacks import Callback
-
     class Record(Callback):
         def __init__(self) -> None:
             self.seen: list[tuple[list[int], float]] = []

@@ -1,4 +1,5 @@
-"""The README's first command: the quickstart trains on bundled real digits and reports KNN."""
+"""The README's first command: the quickstart trains on bundled real digits and reports KNN; its
+full default run is a long test (``-m long``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import pytest
 from solo_mixmask.cli import main
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_quickstart_default_beats_the_untrained_backbone(tmp_path, capsys):
+    """The README's first command as it ships: 30 epochs (about a minute on two cores, so outside
+    the default run)."""
     code = main(["quickstart", "--out", str(tmp_path), "+enable_progress_bar=false"])
     out = capsys.readouterr().out
     assert code == 0
@@ -23,7 +26,7 @@ def test_quickstart_default_beats_the_untrained_backbone(tmp_path, capsys):
 
 def test_quickstart_takes_overrides(tmp_path, capsys):
     code = main(["quickstart", "--out", str(tmp_path), "--epochs", "1", "--method", "simsiam",
-                 "method_kwargs.pred_hidden_dim=32", "optimizer.lr=0.05",
+                 "method_kwargs.pred_hidden_dim=32", "optimizer.lr=0.05", "limit_train_batches=2",
                  "+enable_progress_bar=false"])
     assert code == 0
     assert "after 1 epochs of simsiam" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL mid-epoch resumes from its last checkpoint with identical state."""
+"""A run killed with SIGKILL or stopped with Ctrl-C mid-epoch resumes from its checkpoint to exactly
+the weights of the uninterrupted run; auto-resume finds the right run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -40,37 +40,74 @@ class CaptureAtStart(Callback):
         }
 
 
-def wait_for(predicate, timeout: float) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+def _exact_cfg(cifar_train, tmp_path, workers: int):
+    """MixMask* on MoCo: data order, crops, masks, permutations, Beta draws and the key shuffle
+    all draw randomness."""
+    return tiny_cfg("mixmask_mocov2plus", cifar_train, tmp_path, max_epochs=3,
+                    optimizer__batch_size=16, limit_train_batches=6, auto_resume__enabled=True,
+                    method_kwargs__queue_size=128, method_kwargs__unmix__enabled=True,
+                    data__num_workers=workers)
+
+
+@pytest.fixture
+def one_thread():
+    """Runs in this process use one thread, as the command-line runs (OMP_NUM_THREADS=1): the
+    convolutions' results depend on the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cli(tmp_path, name: str, signal_at: tuple[str, int]) -> subprocess.Popen:
+    """``solo-mixmask pretrain`` on ``tmp_path/name``, sending itself ``signal_at`` = (signal, step)
+    after that training step (tests/helpers/signal_at_step.py)."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}",
+           "OMP_NUM_THREADS": "1"}
+    head = [sys.executable, str(REPO / "tests" / "helpers" / "signal_at_step.py"), *map(str, signal_at)]
+    return subprocess.Popen(
+        [*head, "pretrain", "--config-path", str(tmp_path), "--config-name", name],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _weights(ckpt) -> dict:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    return {**state["state_dict"], "global_step": torch.tensor(state["global_step"])}
+
+
+@pytest.fixture(scope="module")
+def reference(cifar_train, tmp_path_factory) -> dict:
+    """The uninterrupted run's weights at the end of epoch 2 (one thread, no workers)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = pretrain(_exact_cfg(cifar_train, tmp_path_factory.mktemp("reference"), workers=0))
+    finally:
+        torch.set_num_threads(before)
+    assert result.checkpoint.name.endswith("-ep=2.ckpt")
+    return _weights(result.checkpoint)
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_auto_resume(cifar_train, tmp_path):
-    cfg = tiny_cfg("mixmask_mocov2plus", cifar_train, tmp_path, max_epochs=2,
-                   optimizer__batch_size=16, limit_train_batches=12, auto_resume__enabled=True,
-                   method_kwargs__symmetric=False, method_kwargs__queue_size=128)
+def test_kill9_inside_an_epoch_then_auto_resume_is_bit_exact(cifar_train, tmp_path, reference,
+                                                            one_thread):
+    """SIGKILL inside epoch 1 (two loader workers): auto-resume finds the run (never a torn
+    temporary file), restores exactly what the checkpoint holds (queue, momentum encoder,
+    optimizer, scheduler, the branches' generators), continues in the same folder, replaces the
+    checkpoint, and ends epoch 2 with the uninterrupted run's weights, queue and buffers."""
+    cfg = _exact_cfg(cifar_train, tmp_path, workers=2)
     (tmp_path / "cfg.yaml").write_text(OmegaConf.to_yaml(cfg))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "solo_mixmask", "pretrain", "--config-path", str(tmp_path),
-         "--config-name", "cfg.yaml"], cwd=tmp_path, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = tmp_path / "trained_models" / "mixmask_mocov2plus"
-    try:
-        assert wait_for(lambda: any(root.glob("*/*-ep=0.ckpt")), 240), "no first checkpoint"
-        time.sleep(0.5)  # inside epoch 1 (12 steps)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert not any(root.glob("*/*-ep=1.ckpt")), "the run finished before it was killed"
-    parsed = parse_pretrain_cfg(cfg)
+    killed = _cli(tmp_path, "cfg.yaml", ("SIGKILL", 9))  # epoch 1 is steps 6..11
+    assert killed.wait(600) == -signal.SIGKILL
+    assert [p.name.split("-")[-1] for p in root.glob("*/*.ckpt")] == ["ep=0.ckpt"]
+    parsed = parse_pretrain_cfg(cfg.copy())
     ckpt_path = find_resumable(parsed, root, max_hours=1)
     assert ckpt_path is not None
     # a torn temporary file from a kill during a save is never picked up
@@ -79,7 +116,7 @@ def test_sigkill_mid_epoch_then_auto_resume(cifar_train, tmp_path):
     saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
 
     probe = CaptureAtStart()
-    result = pretrain(cfg, callbacks=[probe])
+    result = pretrain(cfg, callbacks=[probe])  # auto_resume finds the run
     s = probe.state
     assert s["epoch"] == saved["epoch"] + 1 and s["global_step"] == saved["global_step"]
     sd = saved["state_dict"]
@@ -92,82 +129,21 @@ def test_sigkill_mid_epoch_then_auto_resume(cifar_train, tmp_path):
     assert s["scheduler"]["last_epoch"] == saved["lr_schedulers"][0]["last_epoch"]
     assert s["rng"] == saved["mixmask_branches"]
     assert result.run_dir == ckpt_path.parent  # continued in the same run directory
-    assert result.checkpoint.name.endswith("-ep=1.ckpt")
+    assert result.checkpoint.name.endswith("-ep=2.ckpt")
     assert not ckpt_path.exists()  # the previous checkpoint was replaced, not kept
-
-
-def _exact_cfg(cifar_train, tmp_path, workers: int):
-    """MixMask* on MoCo: data order, crops, masks, permutations, Beta draws and the key shuffle
-    all draw randomness."""
-    return tiny_cfg("mixmask_mocov2plus", cifar_train, tmp_path, max_epochs=3,
-                    optimizer__batch_size=16, limit_train_batches=6, auto_resume__enabled=True,
-                    method_kwargs__queue_size=128, method_kwargs__unmix__enabled=True,
-                    data__num_workers=workers)
-
-
-def _cli(tmp_path, name: str, signal_at: tuple[str, int] | None = None,
-         *extra: str) -> subprocess.Popen:
-    """``solo-mixmask pretrain`` on ``tmp_path/name``; with ``signal_at`` = (signal, step) the
-    process sends itself that signal after that training step (tests/helpers/signal_at_step.py)."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}",
-           "OMP_NUM_THREADS": "1"}
-    head = [sys.executable, "-m", "solo_mixmask"] if signal_at is None else [
-        sys.executable, str(REPO / "tests" / "helpers" / "signal_at_step.py"), *map(str, signal_at)]
-    return subprocess.Popen(
-        [*head, "pretrain", "--config-path", str(tmp_path), "--config-name", name, *extra],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _final_weights(root) -> dict:
-    (ckpt,) = list(root.glob("*/*-ep=2.ckpt"))
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    return {**state["state_dict"], "global_step": torch.tensor(state["global_step"])}
-
-
-def _reference(cifar_train, tmp_path):
-    ref = tmp_path / "reference"
-    ref.mkdir()
-    (ref / "cfg.yaml").write_text(OmegaConf.to_yaml(_exact_cfg(cifar_train, ref, workers=0)))
-    proc = _cli(ref, "cfg.yaml")
-    assert proc.wait(600) == 0, proc.stderr.read()
-    return _final_weights(ref / "trained_models" / "mixmask_mocov2plus")
-
-
-def _assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+    _assert_same(_weights(result.checkpoint), reference)
 
 
 @pytest.mark.slow
-def test_kill9_inside_an_epoch_then_resume_is_bit_exact(cifar_train, tmp_path):
-    """Killed inside epoch 1 and resumed from the end of epoch 0 (with another worker count),
-    the run ends epoch 2 with exactly the uninterrupted run's weights, queue and buffers."""
-    expected = _reference(cifar_train, tmp_path)
-    run = tmp_path / "killed"
-    run.mkdir()
-    (run / "cfg.yaml").write_text(OmegaConf.to_yaml(_exact_cfg(cifar_train, run, workers=2)))
-    root = run / "trained_models" / "mixmask_mocov2plus"
-    killed = _cli(run, "cfg.yaml", ("SIGKILL", 9))  # epoch 1 is steps 6..11
-    assert killed.wait(600) == -signal.SIGKILL
-    assert [p.name.split("-")[-1] for p in root.glob("*/*.ckpt")] == ["ep=0.ckpt"]
-    resumed = _cli(run, "cfg.yaml")  # auto_resume finds the run
-    assert resumed.wait(600) == 0, resumed.stderr.read()
-    _assert_same(_final_weights(root), expected)
-
-
-@pytest.mark.slow
-def test_ctrl_c_saves_the_step_and_resumes_to_the_same_weights(cifar_train, tmp_path):
-    """Ctrl-C inside epoch 1: exit code 130, one line naming the saved checkpoint; resuming from
-    it gives the uninterrupted run's weights at the end of epoch 2."""
-    expected = _reference(cifar_train, tmp_path)
-    run = tmp_path / "interrupted"
-    run.mkdir()
-    cfg = _exact_cfg(cifar_train, run, workers=1)
+def test_ctrl_c_saves_the_step_and_resumes_to_the_same_weights(cifar_train, tmp_path, reference,
+                                                               one_thread):
+    """Ctrl-C inside epoch 1 (one loader worker): exit code 130, one line naming the saved
+    checkpoint; resuming from it gives the uninterrupted run's weights at the end of epoch 2."""
+    cfg = _exact_cfg(cifar_train, tmp_path, workers=1)
     cfg.auto_resume.enabled = False
-    (run / "cfg.yaml").write_text(OmegaConf.to_yaml(cfg))
-    root = run / "trained_models" / "mixmask_mocov2plus"
-    proc = _cli(run, "cfg.yaml", ("SIGINT", 8))
+    (tmp_path / "cfg.yaml").write_text(OmegaConf.to_yaml(cfg))
+    root = tmp_path / "trained_models" / "mixmask_mocov2plus"
+    proc = _cli(tmp_path, "cfg.yaml", ("SIGINT", 8))
     assert proc.wait(600) == 130
     err = proc.stderr.read().strip().splitlines()
     assert "Traceback" not in "\n".join(err)
@@ -175,9 +151,9 @@ def test_ctrl_c_saves_the_step_and_resumes_to_the_same_weights(cifar_train, tmp_
     assert saved.name.endswith("-ep=1-step=8.ckpt")  # saved before the next step
     assert err[-1] == (f"interrupted at epoch 1, step 8: saved {saved}; resume with the same "
                        f"command plus resume_from_checkpoint={saved}")
-    resumed = _cli(run, "cfg.yaml", None, f"resume_from_checkpoint={saved}")
-    assert resumed.wait(600) == 0, resumed.stderr.read()
-    _assert_same(_final_weights(root), expected)
+    cfg.resume_from_checkpoint = str(saved)
+    result = pretrain(cfg)
+    _assert_same(_weights(result.checkpoint), reference)
 
 
 def test_auto_resume_finds_a_run_started_before_an_option_existed(tmp_path):

@@ -14,6 +14,7 @@ one notice line each; see ``SOLO_LEARN_IGNORED``.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import sys
@@ -597,9 +598,15 @@ def _field_type(schema: type, dotted: str) -> Any:
     return None if tp is schema else tp
 
 
+@functools.cache
+def _template(schema: type) -> DictConfig:
+    """The schema as a structured config, built once (``OmegaConf.merge`` copies it)."""
+    return OmegaConf.structured(schema)
+
+
 def _merge(user: dict, schema: type, path: str) -> DictConfig:
     try:
-        return OmegaConf.merge(OmegaConf.structured(schema), user)
+        return OmegaConf.merge(_template(schema), user)
     except OmegaConfBaseException as exc:
         key = _join(path, exc.full_key) if getattr(exc, "full_key", None) else path
         tp = _field_type(schema, str(exc.full_key or ""))

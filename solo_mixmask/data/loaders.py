@@ -112,6 +112,19 @@ def loader_kwargs(cfg: DictConfig, accelerator_is_gpu: bool) -> dict:
     return kw
 
 
+def close_loaders(*loaders: object) -> None:
+    """Stops the persistent workers of loaders a run is done with. Left to the garbage collector,
+    their shutdown runs after the queues it signals through are finalized, and each worker is
+    then joined for its full 5 s timeout before it is killed."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)
+        if isinstance(loader, DataLoader) and iterator is not None:
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            loader._iterator = None
+
+
 def build_pretrain_dataset(cfg: DictConfig) -> tuple[Dataset, list[int]]:
     """The training dataset and the indices a run trains on (all, or the ``data.fraction``
     subset)."""

@@ -27,6 +27,7 @@ from ..data.loaders import (
     build_eval_loader,
     build_pretrain_dataset,
     build_pretrain_loader,
+    close_loaders,
     count_classes,
 )
 from ..data.sampling import EpochSampler
@@ -195,6 +196,7 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
     step removes the directory it created; Ctrl-C saves the state and raises ``Interrupted``.
     """
     cfg, train_loader, val_loader, bank, gpu = prepare(cfg)
+    loaders = (train_loader, val_loader, bank)  # their workers stop when the run does
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = build_model(cfg)
     model.total_steps = steps_per_epoch(cfg, train_loader) * int(cfg.max_epochs)
@@ -285,6 +287,8 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
         if created and is_zero and int(trainer.global_step) == 0:
             shutil.rmtree(created, ignore_errors=True)  # nothing of value was written
         raise
+    finally:
+        close_loaders(*loaders)
 
     last = checkpointer.last if checkpointer is not None else None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()

@@ -1,6 +1,11 @@
-"""Runs a few DDP steps on CPU (2 processes, gloo) and saves what each rank saw.
+"""Runs a few DDP steps on CPU (2 processes, gloo) and saves what each rank saw: the dataset indexes
+of every batch per epoch, SimCLR's embeddings and per-sample losses, the block of MoCo's queue that
+the first step enqueued, and a draw of the MixMask branches' generator.
 
-Usage: python ddp_probe.py CONFIG.yaml OUT_DIR
+Usage: python ddp_probe.py OUT_DIR CONFIG.yaml [CONFIG.yaml ...]
+
+Each config trains in turn in the same two processes (one launch, one process group); what a rank
+saw in config i goes to ``OUT_DIR/<i>/rank<r>.pt``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ class Probe(Callback):
     def __init__(self, out: Path) -> None:
         self.out = out
         self.seen: dict = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        epochs = self.seen.setdefault("indexes", {})
+        epochs.setdefault(trainer.current_epoch, []).extend(batch[0].tolist())
 
     def on_train_start(self, trainer, pl_module) -> None:
         forward, after = pl_module.ssl_forward, pl_module.after_ssl_step
@@ -53,7 +62,8 @@ class Probe(Callback):
 
 
 if __name__ == "__main__":
-    cfg = OmegaConf.load(sys.argv[1])
-    out = Path(sys.argv[2])
-    out.mkdir(parents=True, exist_ok=True)
-    pretrain(cfg, callbacks=[Probe(out)], trainer_kwargs={"logger": False})
+    root = Path(sys.argv[1])
+    for i, path in enumerate(sys.argv[2:]):
+        out = root / str(i)
+        out.mkdir(parents=True, exist_ok=True)
+        pretrain(OmegaConf.load(path), callbacks=[Probe(out)], trainer_kwargs={"logger": False})

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -19,7 +17,6 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
-from conftest import REPO
 from solo_mixmask.data.augmentations import build_eval_transform
 from solo_mixmask.data.datasets import ImageList, TorchvisionDataset, scan_image_folder
 from solo_mixmask.data.info import DATASETS
@@ -475,24 +472,3 @@ def test_lightning_epochs_and_resume_inside_an_epoch(cifar_arrays, tmp_path):
     _trainer(3, tmp_path, loader).fit(resumed, loader, ckpt_path=str(ckpt))
     assert same_batches(resumed.seen[1], full.seen[1][2:])
     assert same_batches(resumed.seen[2], full.seen[2])
-
-
-@pytest.mark.slow
-def test_ddp_ranks_cover_each_index_once(cifar_arrays, tmp_path):
-    """Two gloo processes under Lightning DDP, loader built before the process group exists."""
-    n, batch, epochs = 256, 32, 2
-    np.save(tmp_path / "images.npy", cifar_arrays[0][:n])
-    out = tmp_path / "probe"
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run([sys.executable, str(REPO / "tests/helpers/resident_probe.py"),
-                           str(tmp_path / "images.npy"), str(out), str(epochs), str(batch)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    assert [(r["rank"], r["world"], r["len"]) for r in ranks] == [(0, 2, 4), (1, 2, 4)]
-    for e in range(epochs):
-        together = sorted(ranks[0]["seen"][e] + ranks[1]["seen"][e])
-        assert together == list(range(n)), e
-        for r in range(2):
-            assert ranks[r]["seen"][e] == sampler_indices(n, 7, e, r, 2)
-    assert ranks[0]["seen"][0] != ranks[0]["seen"][1]

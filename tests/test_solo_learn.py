@@ -32,6 +32,7 @@ from solo.data.pretrain_dataloader import (  # noqa: E402
 )
 from solo.methods import BYOL, METHODS, MoCoV2Plus, SimCLR, SimSiam  # noqa: E402
 
+from conftest import AUG_32  # noqa: E402
 from solo_mixmask.errors import ConfigError  # noqa: E402
 from solo_mixmask.mixmask import Branches  # noqa: E402
 from solo_mixmask.solo import NAMES, register  # noqa: E402
@@ -39,18 +40,7 @@ from solo_mixmask.solo import NAMES, register  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
-AUG = {
-    "rrc": {"enabled": True, "crop_min_scale": 0.2, "crop_max_scale": 1.0},
-    "color_jitter": {"prob": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2,
-                     "hue": 0.1},
-    "grayscale": {"prob": 0.2},
-    "gaussian_blur": {"prob": 0.0},
-    "solarization": {"prob": 0.0},
-    "equalization": {"prob": 0.0},
-    "horizontal_flip": {"prob": 0.5},
-    "crop_size": 32,
-    "num_crops": 2,
-}
+AUG = {**AUG_32, "equalization": {"prob": 0.0}}  # solo-learn asks for every op
 KWARGS = {
     "mocov2plus": {"proj_hidden_dim": 64, "proj_output_dim": 32, "queue_size": 64,
                    "temperature": 0.2},
