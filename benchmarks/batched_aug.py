@@ -1,50 +1,59 @@
-"""Batched crop recipe (solo_mixmask.data.batched) vs the per-image recipe, and kornia if installed.
+"""The batched recipe (solo_mixmask.data.batched) against torchvision's per-image transforms, and
+how launch-light it is.
 
 CIFAR-10's BYOL recipe (scripts/pretrain/cifar/augmentations/asymmetric.yaml: two 32 px crops per
-image, random resized crop, colour jitter, grayscale, solarization on the second crop, flip) on the
-same real CIFAR-10 training images, in one process:
+image, random resized crop, colour jitter, grayscale, solarization on the second crop, flip; or
+--recipe) on the same real CIFAR-10 training images, in one process. Printed side by side:
 
-* batched:   ``BatchedMultiCrop`` on uint8 batches of --batch images (on --device);
-* per-image: ``augmentations.build_pretrain_transform`` image by image, as a DataLoader worker runs it
-  (always on the CPU: that is the path the batched one replaces);
-* kornia:    a kornia.augmentation pipeline of the same recipe on float batches (on --device), only
-  when kornia is importable; kornia is no dependency of solo_mixmask.
-
-Source images per second are reported (each yields 2 crops). The paths are interleaved within each
-repetition, in alternating order; the median images/s over repetitions and the median of the paired
-per-repetition ratios are reported, since the speed of a shared machine drifts. On CUDA, timings
-are bracketed by ``torch.cuda.synchronize``.
+* images/s of three ways to make the crops, interleaved within each repetition in alternating order
+  (median over repetitions, and the median of the per-repetition ratios, since a shared machine
+  drifts): ``torchvision``: the recipe as torchvision.transforms.v2 transforms, image by image (the
+  per-image path of solo-learn and of this package before); ``batched``: ``BatchedMultiCrop`` on
+  the uint8 batch (the device path, here on --device); ``collate``: ``apply_images`` as a DataLoader
+  worker's collate function runs it when image sizes differ (torchvision's resized crop per image,
+  then the batched pixel stage);
+* the eager op count of one two-crop batch: aten operators that compute (views and allocations
+  left out), counted with a dispatch mode, by kind;
+* the compiled graph: ``torch.compile(apply, fullgraph=True, dynamic=False)``, the aten operators
+  of its graph (AOT-traced) and, with --inductor, the kernels inductor generates for it;
+* host synchronisations in one training step of MixMask-MoCo v2 on the device path
+  (``host_syncs.py``).
 
     python benchmarks/batched_aug.py                      # CPU, torch's default thread count
     python benchmarks/batched_aug.py --threads 1          # one core, as one DataLoader worker
-    python benchmarks/batched_aug.py --device cuda        # on a GPU
+    python benchmarks/batched_aug.py --device cuda --inductor
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Sequence
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from omegaconf import OmegaConf  # noqa: E402
 from torchvision.io import ImageReadMode, decode_jpeg  # noqa: E402
+from torchvision.transforms import v2  # noqa: E402
 
-from solo_mixmask.data.augmentations import build_pretrain_transform  # noqa: E402
+from solo_mixmask.config.schema import AugmentationConfig  # noqa: E402
 from solo_mixmask.data.batched import BatchedMultiCrop  # noqa: E402
 from solo_mixmask.data.info import DATASETS  # noqa: E402
 from solo_mixmask.data.npz import load_npz, shared_data_dir  # noqa: E402
+from solo_mixmask.data.recipe import ASPECT_RATIO, CropRecipe, Recipe  # noqa: E402
 
 RECIPE = REPO / "scripts" / "pretrain" / "cifar" / "augmentations" / "asymmetric.yaml"
-MEAN, STD = DATASETS["cifar10"].mean, DATASETS["cifar10"].std
+#: aten operators that allocate or only change metadata: no kernel
+NO_KERNEL = {"empty", "empty_strided", "empty_like", "lift_fresh", "detach", "alias",
+             "_unsafe_view", "scalar_tensor"}
 
 
 def load_images(data: Path, count: int) -> torch.Tensor:
@@ -55,118 +64,181 @@ def load_images(data: Path, count: int) -> torch.Tensor:
     return torch.stack(decode_jpeg(blobs, mode=ImageReadMode.RGB))
 
 
-Crop = Callable[[torch.Tensor], torch.Tensor]
+def load_recipe(path: Path) -> Recipe:
+    entries = OmegaConf.load(path)
+    schema = OmegaConf.structured(AugmentationConfig)
+    info = DATASETS["cifar10"]
+    return Recipe(tuple(CropRecipe.from_config(OmegaConf.merge(schema, e)) for e in entries),
+                  info.mean, info.std)
 
 
-def kornia_pipeline(augs, device: torch.device) -> Optional[list[Crop]]:
-    """One kornia pipeline per crop of the recipe (same ops and probabilities), or None."""
+def torchvision_crop(r: CropRecipe, mean: Sequence[float],
+                     std: Sequence[float]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One crop of the recipe as torchvision.transforms.v2 writes it (per image)."""
+    mode = v2.InterpolationMode(r.interpolation)
+    ops: list[Any] = [v2.RandomResizedCrop(r.size, scale=r.scale, ratio=ASPECT_RATIO,
+                                           interpolation=mode, antialias=True) if r.rrc else
+                      v2.Compose([v2.Resize(r.size, interpolation=mode, antialias=True),
+                                  v2.CenterCrop(r.size)])]
+    if r.jitter_prob > 0:
+        ops.append(v2.RandomApply([v2.ColorJitter(r.brightness, r.contrast, r.saturation, r.hue)],
+                                  p=r.jitter_prob))
+    if r.gray_prob > 0:
+        ops.append(v2.RandomGrayscale(r.gray_prob))
+    if r.blur_prob > 0:
+        ops.append(v2.RandomApply([v2.GaussianBlur(r.kernel_size, r.sigma)], p=r.blur_prob))
+    if r.solarize_prob > 0:
+        ops.append(v2.RandomSolarize(128, r.solarize_prob))
+    if r.equalize_prob > 0:
+        ops.append(v2.RandomEqualize(r.equalize_prob))
+    if r.flip_prob > 0:
+        ops.append(v2.RandomHorizontalFlip(r.flip_prob))
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(ops)
+
+
+class OpCount(TorchDispatchMode):
+    """Counts the aten operators that compute (views and allocations left out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        view = any(r.alias_info is not None and not r.alias_info.is_write
+                   for r in func._schema.returns)
+        name = func.overloadpacket.__name__
+        if not view and name not in NO_KERNEL:
+            self.ops[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def eager_ops(mc: BatchedMultiCrop, x: torch.Tensor) -> Counter[str]:
+    uniforms = mc.draw(x.shape[0], torch.Generator(device=x.device).manual_seed(0))
+    mc.apply(x, uniforms)  # tables built outside the count
+    with OpCount() as count:
+        mc.draw(x.shape[0], torch.Generator(device=x.device).manual_seed(1))
+        mc.apply(x, uniforms)
+    return count.ops
+
+
+def compiled_ops(mc: BatchedMultiCrop, x: torch.Tensor, inductor: bool) -> dict[str, Any]:
+    """aten operators in the AOT graph of the compiled ``apply``; inductor's kernel count."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    uniforms = mc.draw(x.shape[0], torch.Generator(device=x.device).manual_seed(0))
+    ref = mc.apply(x, uniforms)
+    nodes: list[int] = []
+
+    def count(gm: torch.fx.GraphModule, _inputs: Any) -> Callable[..., Any]:
+        nodes.append(sum(1 for n in gm.graph.nodes if n.op == "call_function"
+                         and getattr(n.target, "is_view", False) is False))
+        return gm.forward
+
+    torch._dynamo.reset()
+    out = torch.compile(mc.apply, fullgraph=True, dynamic=False,
+                        backend=aot_autograd(fw_compiler=count))(x, uniforms)
+    result: dict[str, Any] = {"graph_ops": sum(nodes), "graphs": len(nodes),
+                              "equal": all(torch.equal(a, b) for a, b in zip(out, ref))}
+    if inductor:
+        from torch._inductor import metrics
+
+        torch._dynamo.reset()
+        metrics.reset()
+        fn = torch.compile(mc.apply, fullgraph=True, dynamic=False)
+        start = time.perf_counter()
+        out = fn(x, uniforms)
+        result["inductor_kernels"] = metrics.generated_kernel_count
+        result["inductor_compile_s"] = round(time.perf_counter() - start, 1)
+        result["inductor_equal"] = all(torch.equal(a, b) for a, b in zip(out, ref))
+    return result
+
+
+def speed(recipe: Recipe, images: torch.Tensor, device: torch.device, batch: int,
+          reps: int) -> dict[str, Any]:
+    mc = BatchedMultiCrop(recipe)
+    per_image = [torchvision_crop(r, recipe.mean, recipe.std) for r in recipe.crops]
+    x_dev = images.to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    sizes = [images[i, :, : 32 - (i % 2), :] for i in range(len(images))]  # two sizes: per-image crops
+
+    def run_torchvision(lo: int) -> None:
+        for img in images[lo:lo + batch]:
+            for t in per_image:
+                t(img)
+
+    def run_batched(lo: int) -> None:
+        mc(x_dev[lo:lo + batch], gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def run_collate(lo: int) -> None:
+        mc.apply_images(sizes[lo:lo + batch], mc.draw(batch, torch.Generator().manual_seed(lo)))
+
+    paths = {"torchvision": run_torchvision, "batched": run_batched, "collate": run_collate}
+    for fn in paths.values():  # warm-up: tables, allocator, kernels
+        fn(0)
+    rates: dict[str, list[float]] = {k: [] for k in paths}
+    n_batches = len(images) // batch
+    for rep in range(reps):
+        order = list(paths) if rep % 2 == 0 else list(reversed(paths))
+        for name in order:
+            start = time.perf_counter()
+            for b in range(n_batches):
+                paths[name](b * batch)
+            rates[name].append(n_batches * batch / (time.perf_counter() - start))
+    out: dict[str, Any] = {k: statistics.median(v) for k, v in rates.items()}
+    for name in ("batched", "collate"):
+        out[f"{name}/torchvision"] = statistics.median(
+            a / b for a, b in zip(rates[name], rates["torchvision"]))
+    return out
+
+
+def step_syncs(device: torch.device) -> Any:
     try:
-        import kornia.augmentation as K
+        import host_syncs
     except ImportError:
         return None
-    crops = []
-    for aug in augs:
-        cj = aug.color_jitter
-        ops = [K.RandomResizedCrop((aug.crop_size, aug.crop_size),
-                                   scale=(aug.rrc.crop_min_scale, aug.rrc.crop_max_scale),
-                                   resample="BICUBIC", cropping_mode="resample"),
-               K.ColorJitter(cj.brightness, cj.contrast, cj.saturation, cj.hue, p=cj.prob),
-               K.RandomGrayscale(p=aug.grayscale.prob)]
-        if aug.solarization.prob > 0:
-            ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=aug.solarization.prob))
-        ops += [K.RandomHorizontalFlip(p=aug.horizontal_flip.prob),
-                K.Normalize(torch.tensor(MEAN), torch.tensor(STD))]
-        seq = torch.nn.Sequential(*ops).to(device)
-        crops += [seq] * int(aug.num_crops)
-    return [lambda x, seq=seq: seq(x.float().div_(255.0)) for seq in crops]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return host_syncs.report_step_syncs(device) if hasattr(host_syncs, "report_step_syncs") else None
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=None, help="shared data folder (default: found)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    ap.add_argument("--data", type=Path, default=None, help="the shared data folder")
+    ap.add_argument("--recipe", type=Path, default=RECIPE, help="an augmentations YAML list")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch", type=int, default=512)
-    ap.add_argument("--batches", type=int, default=2, help="timed batches per path and repetition")
-    ap.add_argument("--per-image", type=int, default=512,
-                    help="images timed per repetition on the per-image path")
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--images", type=int, default=1024)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--inductor", action="store_true", help="also compile with inductor")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = args.data or shared_data_dir()
-    if data is None:
-        sys.exit("no shared data folder: pass --data or set SOLO_MIXMASK_DATA")
     device = torch.device(args.device)
-    augs = OmegaConf.load(RECIPE)
-    images = load_images(data, max(args.batch * args.batches, args.per_image))
-    on_device = images.to(device)
-
-    batched = BatchedMultiCrop(augs, MEAN, STD)
-    gen = torch.Generator(device=device).manual_seed(0)
-    per_image = build_pretrain_transform(augs, MEAN, STD)
-    kornia = kornia_pipeline(augs, device)
-    n_crops = batched.num_crops
-
-    def run_batched() -> float:
-        sync(device)
-        t = time.perf_counter()
-        for i in range(args.batches):
-            batched(on_device[i * args.batch:(i + 1) * args.batch], gen)
-        sync(device)
-        return args.batch * args.batches / (time.perf_counter() - t)
-
-    def run_per_image() -> float:
-        t = time.perf_counter()
-        for img in images[:args.per_image]:
-            per_image(img)
-        return args.per_image / (time.perf_counter() - t)
-
-    def run_kornia() -> float:
-        assert kornia is not None
-        sync(device)
-        t = time.perf_counter()
-        with torch.no_grad():
-            for i in range(args.batches):
-                x = on_device[i * args.batch:(i + 1) * args.batch]
-                for crop in kornia:
-                    crop(x)
-        sync(device)
-        return args.batch * args.batches / (time.perf_counter() - t)
-
-    paths: dict[str, Callable[[], float]] = {"batched": run_batched, "per-image": run_per_image}
-    if kornia is not None:
-        paths["kornia"] = run_kornia
-    for fn in paths.values():  # warm-up (first-call allocations, CUDA context, kernels)
-        _ = fn()
-    rates: dict[str, list[float]] = {name: [] for name in paths}
-    names = list(paths)
-    for rep in range(args.reps):
-        for name in names if rep % 2 == 0 else names[::-1]:
-            rates[name].append(paths[name]())
-
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"recipe {RECIPE.relative_to(REPO)}: {n_crops} crops of 32 px per image; "
-          f"device {device}, torch threads {torch.get_num_threads()}, load {load:.2f}, "
-          f"torch {torch.__version__}")
-    print(f"{'path':<12}{'where':<8}{'images/s':>10}{'crops/s':>10}  {'reps (images/s)'}")
-    for name in names:
-        med = statistics.median(rates[name])
-        where = "cpu" if name == "per-image" else str(device)
-        reps = ", ".join(f"{r:.0f}" for r in rates[name])
-        print(f"{name:<12}{where:<8}{med:>10.0f}{med * n_crops:>10.0f}  {reps}")
-    ratios = "  ".join(
-        f"{name} / per-image = "
-        f"{statistics.median(a / b for a, b in zip(rates[name], rates['per-image'])):.2f}"
-        for name in names if name != "per-image")
-    print(f"median of paired per-repetition ratios: {ratios}")
-    if kornia is None:
-        print("(kornia not installed: pip install kornia to add it)")
+    data = args.data or shared_data_dir()
+    recipe = load_recipe(args.recipe)
+    images = load_images(data, args.images)
+    print(f"recipe {args.recipe.relative_to(REPO) if args.recipe.is_relative_to(REPO) else args.recipe}"
+          f": {recipe.num_crops} crops; batch {args.batch}; device {device}; "
+          f"threads {torch.get_num_threads()}; torch {torch.__version__}")
+    s = speed(recipe, images, device, args.batch, args.reps)
+    print(f"images/s (median of {args.reps})   torchvision {s['torchvision']:.0f}   "
+          f"batched {s['batched']:.0f}   collate {s['collate']:.0f}")
+    print(f"paired ratio to torchvision  batched {s['batched/torchvision']:.2f}x   "
+          f"collate {s['collate/torchvision']:.2f}x")
+    mc = BatchedMultiCrop(recipe)
+    ops = eager_ops(mc, images[:args.batch].to(device))
+    print(f"eager ops per two-crop batch: {sum(ops.values())} "
+          f"({', '.join(f'{k} {v}' for k, v in ops.most_common(8))}, ...)")
+    c = compiled_ops(mc, images[:args.batch].to(device), args.inductor)
+    print(f"compiled (fullgraph=True): {c['graphs']} graph, {c['graph_ops']} aten ops, "
+          f"same crops as eager: {c['equal']}"
+          + (f"; inductor: {c['inductor_kernels']} kernels in {c['inductor_compile_s']} s, "
+             f"same crops: {c['inductor_equal']}" if "inductor_kernels" in c else ""))
+    syncs = step_syncs(device)
+    if syncs is not None:
+        print(f"host syncs in one training step: {syncs}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ ResNet-50, 224 px, batch 256, bf16-mixed, channels_last, the project's
 
 - data (GPU decode): NVIDIA DALI's pipeline (``data.format: dali``, mixed decoding) when DALI is
   installed; otherwise ``torchvision.io.decode_jpeg(device='cuda')`` batch decoding followed by the
-  same crop recipe applied batch-wise on the GPU (per-image crop boxes, per-sample jitter, grey, blur,
-  solarization, flip; the four jitter steps in a fixed order). The table says which decoder ran.
+  package's batched crop recipe on the GPU (``solo_mixmask.data.batched``, the device path's). The
+  table says which decoder ran.
 - data (CPU loader): the engine's torchvision DataLoader with one worker per CPU core (up to 16),
   timed over whole epochs after a first one (each epoch refills the worker pipeline).
 - training: ``Trainer.fit`` on 4 pre-made GPU batches, cycled, so the data path is excluded; the step
@@ -64,83 +64,20 @@ def load_jpegs(data: Path) -> tuple[list[Any], list[int], Path]:
     return raw, images.targets, root
 
 
-def batch_recipe(x: Any, recipe: Any, mean: Any, std: Any) -> Any:
-    """The crop recipe after the crop, batch-wise: x is (B, 3, S, S) uint8 on any device."""
-    import torch
-    import torch.nn.functional as nnf
-
-    from solo_mixmask.data.augmentations import blur_kernel, gaussian_kernel1d
-
-    b, dev = len(x), x.device
-    x = x.float().div_(255)
-
-    def coin(p: float) -> Any:
-        return torch.rand(b, device=dev) < p
-
-    def uniform(lo: float, hi: float) -> Any:
-        return torch.empty(b, 1, 1, 1, device=dev).uniform_(lo, hi)
-
-    def gray(t: Any) -> Any:
-        return (t[:, 0:1] * 0.2989 + t[:, 1:2] * 0.587 + t[:, 2:3] * 0.114)
-
-    if recipe.jitter_prob > 0:
-        on = coin(recipe.jitter_prob).view(b, 1, 1, 1)
-
-        def factor(v: float, center: float = 1.0) -> Any:
-            f = uniform(max(0.0, center - v), center + v) if center else uniform(-v, v)
-            return torch.where(on, f, torch.full_like(f, center))
-
-        x = (x * factor(recipe.brightness)).clamp_(0, 1)
-        c = factor(recipe.contrast)
-        x = (x * c + gray(x).mean(dim=(1, 2, 3), keepdim=True) * (1 - c)).clamp_(0, 1)
-        s = factor(recipe.saturation)
-        x = (x * s + gray(x) * (1 - s)).clamp_(0, 1)
-        shift = factor(recipe.hue, 0.0)  # HSV hue rotation, closed form
-        v, idx = x.max(dim=1, keepdim=True)
-        chroma = v - x.amin(dim=1, keepdim=True)
-        num = x.roll(-1, 1) - x.roll(-2, 1)
-        h6 = num.gather(1, idx) / chroma.clamp_min(1e-12) + 2 * idx + 6 * shift
-        k = (h6 + torch.tensor([5.0, 3.0, 1.0], device=dev).view(1, 3, 1, 1)).remainder_(6)
-        x = v - chroma * torch.minimum(k, 4 - k).clamp_(0, 1)
-    if recipe.gray_prob > 0:
-        x = torch.where(coin(recipe.gray_prob).view(b, 1, 1, 1), gray(x).expand_as(x), x)
-    if recipe.blur_prob > 0:
-        sel = coin(recipe.blur_prob).nonzero().flatten()
-        if len(sel):
-            size = blur_kernel(x.shape[-1])
-            pad = size // 2
-            sig = torch.empty(len(sel)).uniform_(*recipe.sigma).tolist()
-            kern = torch.stack([gaussian_kernel1d(size, s) for s in sig]).to(dev)
-            kern = kern.repeat_interleave(3, dim=0)  # one kernel per (sample, channel)
-            y = nnf.pad(x[sel].reshape(1, -1, *x.shape[-2:]), [pad] * 4, mode="reflect")
-            y = nnf.conv2d(y, kern.view(-1, 1, 1, size), groups=len(kern))
-            y = nnf.conv2d(y, kern.view(-1, 1, size, 1), groups=len(kern))
-            x[sel] = y.view(len(sel), 3, *x.shape[-2:])
-    if recipe.solarize_prob > 0:
-        on = coin(recipe.solarize_prob).view(b, 1, 1, 1) & (x >= 128 / 255)
-        x = torch.where(on, 1 - x, x)
-    if recipe.flip_prob > 0:
-        x = torch.where(coin(recipe.flip_prob).view(b, 1, 1, 1), x.flip(-1), x)
-    return (x - mean) / std
-
-
 class GPUDecodeLoader:
-    """Batches of ``[indexes, [crops], targets]`` decoded and augmented on ``device`` (no DALI)."""
+    """Batches of ``[indexes, [crops], targets]`` decoded and augmented on ``device`` (no DALI):
+    the package's batched recipe on the decoded images (one pass when they share a size)."""
 
     def __init__(self, raw: list, targets: list, cfg: Any, batch: int, device: str) -> None:
         import torch
 
-        from solo_mixmask.data.augmentations import RandomResizedCrop
-        from solo_mixmask.data.dali import CropRecipe
-        from solo_mixmask.data.loaders import dataset_stats
+        from solo_mixmask.data.batched import BatchedMultiCrop
+        from solo_mixmask.data.recipe import Recipe
 
         self.raw, self.batch, self.device = raw, batch, device
         self.targets = torch.as_tensor(targets)
-        self.recipes = [CropRecipe.from_cfg(a) for a in cfg.augmentations]
-        self.crops = [RandomResizedCrop(r.size, r.scale) for r in self.recipes]
-        m, s = dataset_stats(cfg)
-        self.mean = torch.tensor(m, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(s, device=device).view(1, 3, 1, 1)
+        self.recipe = BatchedMultiCrop(Recipe.from_config(cfg))
+        self.generator = torch.Generator(device=device).manual_seed(0)
 
     def __len__(self) -> int:
         return len(self.raw) // self.batch
@@ -154,11 +91,8 @@ class GPUDecodeLoader:
             idx = order[i * self.batch:(i + 1) * self.batch]
             imgs = decode_jpeg([self.raw[j] for j in idx.tolist()], mode=ImageReadMode.RGB,
                                device=self.device)
-            crops = []
-            for recipe, rrc in zip(self.recipes, self.crops):
-                for _ in range(recipe.num_crops):
-                    x = torch.stack([rrc(img) for img in imgs])
-                    crops.append(batch_recipe(x, recipe, self.mean, self.std))
+            uniforms = self.recipe.draw(len(imgs), self.generator)
+            crops = self.recipe.apply_images(imgs, uniforms)
             yield [idx.to(self.device), crops, self.targets[idx].to(self.device)]
 
 

@@ -1,12 +1,13 @@
-"""Batched crop recipes (``solo_mixmask.data.batched``) on real images.
+"""The batched recipe (``solo_mixmask.data.batched``), the only pixel implementation, on real images.
 
 Checked against torchvision.transforms.v2.functional op by op with fixed per-sample parameters, and
-against the per-image recipe (``augmentations.build_crop_transform``) in distribution. Images: real
-CIFAR-10 JPEGs (32 px) and Imagenette (224 px) from the shared data.
+against torchvision.transforms.v2's own transforms, built from the same recipe, in distribution.
+Images: real CIFAR-10 JPEGs (32 px) and Imagenette (224 px) from the shared data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Callable
@@ -14,16 +15,19 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from batched_aug import torchvision_crop
 from omegaconf import OmegaConf
 from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from conftest import REPO, data_file
+from solo_mixmask.config.schema import AugmentationConfig, validate
 from solo_mixmask.data import batched as B
-from solo_mixmask.data.augmentations import blur_kernel, build_crop_transform
 from solo_mixmask.data.info import DATASETS
 from solo_mixmask.data.npz import load_npz
+from solo_mixmask.data.recipe import ASPECT_RATIO, CropRecipe, Recipe, blur_kernel
 from solo_mixmask.errors import ConfigError
 
 pytestmark = pytest.mark.data
@@ -85,24 +89,36 @@ def per_image(imgs: torch.Tensor, fn: Callable[..., torch.Tensor], *args: torch.
 
 def denorm(x: torch.Tensor) -> torch.Tensor:
     """Normalised crops back to grey levels (exact: the normalisation error is ~1e-5 of a level)."""
-    m = torch.tensor(MEAN).view(1, 3, 1, 1)
-    s = torch.tensor(STD).view(1, 3, 1, 1)
+    m = torch.tensor(MEAN).view(3, 1, 1)
+    s = torch.tensor(STD).view(3, 1, 1)
     return ((x * s + m) * 255.0).round()
 
 
-def aug_cfg(**over):
-    """A CIFAR crop recipe with every random op off, then ``over`` (dotted keys) applied."""
-    cfg = OmegaConf.create({
-        "rrc": {"enabled": True, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
-        "color_jitter": {"prob": 0.0, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2,
-                         "hue": 0.1},
-        "grayscale": {"prob": 0.0}, "gaussian_blur": {"prob": 0.0}, "solarization": {"prob": 0.0},
-        "equalization": {"prob": 0.0}, "horizontal_flip": {"prob": 0.0},
-        "crop_size": 32, "num_crops": 1,
-    })
+def entry(**over) -> CropRecipe:
+    """A validated CIFAR crop entry with every random op off, then ``over`` (dotted keys) applied."""
+    cfg = OmegaConf.merge(OmegaConf.structured(AugmentationConfig), {"crop_size": 32})
     for key, value in over.items():
-        OmegaConf.update(cfg, key.replace("__", "."), value, force_add=True)
-    return cfg
+        OmegaConf.update(cfg, key.replace("__", "."), value)
+    return CropRecipe.from_config(cfg)
+
+
+def shipped(name: str, index: int) -> CropRecipe:
+    aug = OmegaConf.load(AUG_DIR / name)[index]
+    return CropRecipe.from_config(OmegaConf.merge(OmegaConf.structured(AugmentationConfig), aug))
+
+
+def recipe(*entries: CropRecipe) -> Recipe:
+    return Recipe(tuple(entries), MEAN, STD)
+
+
+def torchvision_pipeline(r: CropRecipe) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The same recipe as torchvision.transforms.v2 writes it (the reference in distribution)."""
+    return torchvision_crop(r, MEAN, STD)
+
+
+def group_params(r: Recipe, uniforms: torch.Tensor) -> tuple[B.CropGroup, B.Params]:
+    (group,) = B.crop_groups(r)
+    return group, B.params(group, uniforms)
 
 
 # ------------------------------------------------------------------ 1. per op, fixed parameters
@@ -116,7 +132,8 @@ SPECIAL_BOXES_32 = [  # [top, left, h, w]: whole image, corners, edges, 1-px str
 @pytest.mark.parametrize("size", [32, 20])
 def test_resized_crop_matches_torchvision_cifar(cifar, interpolation, size):
     imgs = cifar[:96]
-    boxes = B.sample_crop_boxes(len(imgs), 32, 32, (0.01, 1.0), (1 / 3, 3.0), gen(1))
+    u = torch.rand(len(imgs), 22, dtype=torch.float64, generator=gen(1))
+    boxes = B.crop_boxes(0.01 + 0.99 * u[:, :10], (u[:, 10:20] - 0.5) * 2.2, u[:, 20:], 32, 32)
     boxes[:len(SPECIAL_BOXES_32)] = torch.tensor(SPECIAL_BOXES_32)
     got = B.resized_crop(imgs, boxes, size, interpolation)
     mode = InterpolationMode(interpolation)
@@ -187,37 +204,55 @@ def test_normalize_matches_torchvision(cifar):
     assert got.is_contiguous()
 
 
+def test_identity_coefficients_leave_images_unchanged(cifar, imagenette):
+    """An op a sample does not take runs with identity coefficients instead of being skipped: a
+    hue shift of 0, a blend ratio of 1 and a delta blur kernel must return every grey level."""
+    for imgs in (cifar, imagenette):
+        x = imgs.to(torch.float32)
+        zero, one = torch.zeros(len(x)), torch.ones(len(x))
+        assert torch.equal(B.adjust_hue(x, zero), x)
+        assert torch.equal(B.blend(x, one, zero, zero), x)
+        k = blur_kernel(x.shape[-1])
+        delta = torch.zeros(len(x), k)
+        delta[:, k // 2] = 1.0
+        assert torch.equal(B.blur_with(x, B.blur_matrices(delta, x.shape[-1])), x)
+
+
 def test_recipe_apply_equals_torchvision_chain(cifar):
-    """Every op on, fixed per-sample parameters: ``apply`` equals v2's ops in the recipe's order."""
-    recipe = B.BatchedRecipe(aug_cfg(color_jitter__prob=1.0, grayscale__prob=0.5,
-                                     gaussian_blur__prob=0.5, solarization__prob=0.5,
-                                     equalization__prob=0.3, horizontal_flip__prob=0.5), MEAN, STD)
+    """Every op on, the parameters the recipe draws: ``apply`` equals v2's functional ops run on
+    each image in the recipe's order with those parameters."""
+    r = recipe(entry(color_jitter__prob=1.0, grayscale__prob=0.5, gaussian_blur__prob=0.5,
+                     solarization__prob=0.5, equalization__prob=0.3, horizontal_flip__prob=0.5))
     imgs = cifar[:128]
-    p = recipe.sample(len(imgs), 32, 32, gen(7))
-    got = denorm(recipe.apply(imgs, p))
+    mc = B.BatchedMultiCrop(r)
+    uniforms = mc.draw(len(imgs), gen(7))
+    got = denorm(mc.apply(imgs, uniforms)[0])
+    _, p = group_params(r, uniforms)
+    values, coins = p.values[0], p.coins[0]
+    boxes = B.crop_boxes(values[:, B.SCALE], values[:, B.LOG_RATIO], values[:, B.OFFSET], 32, 32)
+    factors, order = p.factors[0], p.order[0]
     adjust = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
     ref = []
     for i, img in enumerate(imgs):
-        top, left, h, w = p.boxes[i].tolist()
-        y = F.resized_crop(img, top, left, h, w, [32, 32], interpolation=InterpolationMode.BICUBIC,
+        y = F.resized_crop(img, *boxes[i].tolist(), [32, 32], interpolation=InterpolationMode.BICUBIC,
                            antialias=True)
-        if p.jitter[i]:
-            for k in p.jitter_order[i].tolist():
-                y = adjust[k](y, float(p.jitter_factors[i, k]))
-        if p.grayscale[i]:
+        if coins[i, 0]:
+            for k in order[i].tolist():
+                y = adjust[k](y, float(factors[i, k].float()))
+        if coins[i, 1]:
             y = F.rgb_to_grayscale(y, num_output_channels=3)
-        if p.blur[i]:
-            y = F.gaussian_blur(y, [3, 3], [float(p.sigma[i])] * 2)
-        if p.solarize[i]:
+        if coins[i, 2]:
+            y = F.gaussian_blur(y, [3, 3], [float(values[i, B.SIGMA])] * 2)
+        if coins[i, 3]:
             y = F.solarize(y, 128)
-        if p.equalize[i]:
+        if coins[i, 4]:
             y = F.equalize(y)
-        if p.flip[i]:
+        if coins[i, 5]:
             y = F.horizontal_flip(y)
         ref.append(y)
     ref = torch.stack(ref).to(torch.float32)
     diff = (got - ref).abs()
-    # Single-level differences (closed-form hue, separable blur) can move by a few levels through
+    # Single-level differences (closed-form hue, blur in float64) can move by a few levels through
     # later contrast or equalization; the order or a wrong mask would change most pixels.
     assert (diff > 1).float().mean().item() < 2e-3, diff.max()
     assert diff.mean().item() < 0.02
@@ -225,9 +260,10 @@ def test_recipe_apply_equals_torchvision_chain(cifar):
 
 # -------------------------------------------------------------------- 2. colour jitter order
 def test_colour_jitter_order_matches_torchvision(cifar):
+    """All 24 orders through the six-slot schedule equal v2's adjustments applied in that order."""
     imgs = cifar[:96]
     n = len(imgs)
-    perms = torch.tensor(list(itertools.permutations(range(4))))  # all 24 orders
+    perms = torch.tensor(list(itertools.permutations(range(4))))
     order = perms[torch.arange(n) % 24]
     t = torch.linspace(0.0, 1.0, n)
     factors = torch.stack([0.6 + 0.8 * t, 1.4 - 0.8 * t, 0.6 + 0.8 * t.flip(0), 0.2 * t - 0.1], 1)
@@ -238,18 +274,20 @@ def test_colour_jitter_order_matches_torchvision(cifar):
         for k in order[i].tolist():
             img = adjust[k](img, float(factors[i, k]))
         ref.append(img)
-    ref = torch.stack(ref)
-    diff = (got - ref.to(torch.float32)).abs()
+    ref = torch.stack(ref).to(torch.float32)
+    diff = (got - ref).abs()
     assert diff.max().item() <= 2 and (diff > 0).float().mean().item() < 1e-3
     # Negative control: one fixed order for everyone is far off, so the check sees the order.
     fixed = B.color_jitter(imgs.to(torch.float32), factors, perms[:1].expand(n, 4))
-    assert (fixed != ref.to(torch.float32)).float().mean().item() > 0.05
-    # Disabled adjustments are skipped, as v2 skips a None range.
-    only_b = B.color_jitter(imgs.to(torch.float32), factors, order, (True, False, False, False))
+    assert (fixed != ref).float().mean().item() > 0.05
+    # An adjustment that is off (identity factor) is the same as skipping it.
+    identity = torch.tensor([1.0, 1.0, 1.0, 0.0]).expand(n, 4).clone()
+    identity[:, 0] = factors[:, 0]
+    only_b = B.color_jitter(imgs.to(torch.float32), identity, order)
     assert torch.equal(only_b, B.adjust_brightness(imgs.to(torch.float32), factors[:, 0]))
 
 
-# -------------------------------------------------------- 3. distributions vs the per-image recipe
+# ------------------------------------------------------- 3. distributions vs torchvision.transforms.v2
 def _ks(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sample Kolmogorov-Smirnov statistic."""
     grid = np.union1d(a, b)
@@ -267,17 +305,19 @@ def _box_stats(boxes: np.ndarray, height: int, width: int) -> dict[str, np.ndarr
             "center_y": (top + h / 2) / height, "center_x": (left + w / 2) / width}
 
 
-@pytest.mark.parametrize("entry,height,width", [
-    ("asymmetric.yaml:0", 32, 32), ("symmetric.yaml:0", 32, 32), ("asymmetric.yaml:0", 24, 64)])
-def test_crop_boxes_match_per_image_distribution(entry, height, width):
-    """Area fraction, aspect ratio and position of the boxes: same distribution as the per-image
-    RandomResizedCrop (24 x 64 also exercises the central fallback)."""
-    name, idx = entry.split(":")
-    aug = OmegaConf.load(AUG_DIR / name)[int(idx)]
-    boxes = B.BatchedRecipe(aug, MEAN, STD).sample(N_DRAWS, height, width, gen(3)).boxes.numpy()
-    rrc = build_crop_transform(aug, MEAN, STD).ops[0]
+@pytest.mark.parametrize("name,height,width", [
+    ("asymmetric.yaml", 32, 32), ("symmetric.yaml", 32, 32), ("asymmetric.yaml", 24, 64)])
+def test_crop_boxes_match_torchvision_distribution(name, height, width):
+    """Area fraction, aspect ratio and position of the boxes: same distribution as
+    v2.RandomResizedCrop's (24 x 64 also exercises the central fallback)."""
+    r = shipped(name, 0)
+    _, p = group_params(recipe(r), B.BatchedMultiCrop(recipe(r)).draw(N_DRAWS, gen(3)))
+    v = p.values[0]
+    boxes = B.crop_boxes(v[:, B.SCALE], v[:, B.LOG_RATIO], v[:, B.OFFSET], height, width).numpy()
+    rrc = v2.RandomResizedCrop(r.size, scale=r.scale, ratio=ASPECT_RATIO)
     torch.manual_seed(3)
-    ref = np.array([rrc.params(height, width) for _ in range(N_DRAWS)])
+    img = torch.zeros(3, height, width, dtype=torch.uint8)
+    ref = np.array([list(rrc.make_params([img]).values()) for _ in range(N_DRAWS)])
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= height).all()
     assert (boxes[:, 1] >= 0).all() and (boxes[:, 1] + boxes[:, 3] <= width).all()
     got, want = _box_stats(boxes, height, width), _box_stats(ref, height, width)
@@ -289,30 +329,41 @@ def test_crop_boxes_match_per_image_distribution(entry, height, width):
 
 def test_boxes_follow_v2_rule_exactly():
     """Given the same raw draws, the vectorised rule picks v2's box (first fitting try, else the
-    central fallback), including Python's half-to-even rounding."""
-    n, height, width, ratio, scale = 3000, 24, 64, (3 / 4, 4 / 3), (0.3, 1.0)
+    central fallback), including Python's half-to-even rounding; for one size and for per-image
+    sizes (the DataLoader path)."""
+    n, ratio, scale = 3000, ASPECT_RATIO, (0.3, 1.0)
     g = gen(11)
-    s = torch.empty(n, 10).uniform_(*scale, generator=g)
-    r = torch.empty(n, 10).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
-    u = torch.rand(2, n, dtype=torch.float64, generator=g)
-    got = B.boxes_from_draws(s, r, u[0], u[1], height, width, ratio)
+    s = scale[0] + (scale[1] - scale[0]) * torch.rand(n, 10, dtype=torch.float64, generator=g)
+    r = math.log(ratio[0]) + math.log(ratio[1] / ratio[0]) * torch.rand(n, 10, dtype=torch.float64,
+                                                                          generator=g)
+    u = torch.rand(n, 2, dtype=torch.float64, generator=g)
+    heights = torch.where(torch.arange(n) % 2 == 0, 24, 64)
+    widths = torch.where(torch.arange(n) % 2 == 0, 64, 20)
     fallbacks = 0
-    for i in range(n):
-        for t in range(10):  # v2.RandomResizedCrop.make_params, with these draws
-            target = height * width * float(s[i, t])
-            aspect = float(torch.exp(r[i, t]))
-            w = int(round(math.sqrt(target * aspect)))
-            h = int(round(math.sqrt(target / aspect)))
-            if 0 < w <= width and 0 < h <= height:
-                top = math.floor(float(u[0, i]) * (height - h + 1))
-                left = math.floor(float(u[1, i]) * (width - w + 1))
-                break
-        else:
-            fallbacks += 1
-            h, w = height, int(round(height * ratio[1]))
-            top, left = (height - h) // 2, (width - w) // 2
-        assert got[i].tolist() == [top, left, h, w], i
-    assert fallbacks > 10  # the fallback was exercised
+    for got, hs, ws in ((B.crop_boxes(s, r, u, 24, 64), [24] * n, [64] * n),
+                        (B.crop_boxes(s, r, u, heights, widths), heights.tolist(), widths.tolist())):
+        for i in range(n):
+            height, width = hs[i], ws[i]
+            for t in range(10):  # v2.RandomResizedCrop.make_params, with these draws
+                target = height * width * float(s[i, t])
+                aspect = math.exp(float(r[i, t]))
+                w = int(round(math.sqrt(target * aspect)))
+                h = int(round(math.sqrt(target / aspect)))
+                if 0 < w <= width and 0 < h <= height:
+                    top = math.floor(float(u[i, 0]) * (height - h + 1))
+                    left = math.floor(float(u[i, 1]) * (width - w + 1))
+                    break
+            else:
+                fallbacks += 1
+                if width / height > ratio[1]:
+                    h, w = height, int(round(height * ratio[1]))
+                elif width / height < ratio[0]:
+                    h, w = int(round(width / ratio[0])), width
+                else:
+                    h, w = height, width
+                top, left = (height - h) // 2, (width - w) // 2
+            assert got[i].tolist() == [top, left, h, w], i
+    assert fallbacks > 20  # the fallbacks (wide and tall) were exercised
 
 
 def _ks_uniform(x: torch.Tensor, lo: float, hi: float) -> float:
@@ -322,35 +373,29 @@ def _ks_uniform(x: torch.Tensor, lo: float, hi: float) -> float:
     return float(max((np.arange(1, n + 1) / n - u).max(), (u - np.arange(n) / n).max()))
 
 
-def test_drawn_parameters_match_per_image_recipe():
-    """The per-sample draws: the same probabilities, jitter ranges, blur sigmas and kernel as the
-    per-image recipe built from the same entry; factors uniform over their ranges; the jitter
-    order uniform over the 24 permutations."""
-    aug = aug_cfg(color_jitter__prob=0.8, color_jitter__contrast=0.3, grayscale__prob=0.2,
-                  gaussian_blur__prob=0.5, gaussian_blur__sigma_min=0.3,
-                  gaussian_blur__sigma_max=1.7, solarization__prob=0.2, equalization__prob=0.1,
-                  horizontal_flip__prob=0.5)
-    recipe = B.BatchedRecipe(aug, MEAN, STD)
-    ops = {type(op).__name__ if type(op).__name__ != "RandomOp" else op.name: op
-           for op in build_crop_transform(aug, MEAN, STD).ops}
-    assert recipe.jitter_ranges == ops["ColorJitter"].ranges
-    blur = ops["GaussianBlur"]
-    assert (recipe.sigma, recipe.kernel_size) == (blur.sigma, blur.kernel_size)
-    assert recipe.scale == ops["RandomResizedCrop"].scale
-    p = recipe.sample(N_DRAWS, 32, 32, gen(4))
-    probs = {"jitter": ops["ColorJitter"].p, "grayscale": ops["Grayscale"].p, "blur": blur.p,
-             "solarize": ops["Solarize"].p, "equalize": ops["Equalize"].p,
-             "flip": ops["HorizontalFlip"].p}
-    for field, prob in probs.items():
-        rate = getattr(p, field).float().mean().item()
-        assert abs(rate - prob) < Z * math.sqrt(prob * (1 - prob) / N_DRAWS), (field, rate, prob)
+def test_drawn_parameters_follow_the_recipe():
+    """Coins at the recipe's probabilities, jitter factors and blur sigma uniform over v2's
+    ranges, the jitter order uniform over the 24 permutations."""
+    r = entry(color_jitter__prob=0.8, color_jitter__contrast=0.3, grayscale__prob=0.2,
+              gaussian_blur__prob=0.5, gaussian_blur__sigma_min=0.3, gaussian_blur__sigma_max=1.7,
+              solarization__prob=0.2, equalization__prob=0.1, horizontal_flip__prob=0.5)
+    jitter = v2.ColorJitter(r.brightness, r.contrast, r.saturation, r.hue)
+    assert r.jitter_ranges == (tuple(jitter.brightness), tuple(jitter.contrast),
+                               tuple(jitter.saturation), tuple(jitter.hue))
+    _, p = group_params(recipe(r), B.BatchedMultiCrop(recipe(r)).draw(N_DRAWS, gen(4)))
+    probs = (r.jitter_prob, r.gray_prob, r.blur_prob, r.solarize_prob, r.equalize_prob, r.flip_prob)
+    for k, prob in enumerate(probs):
+        rate = p.coins[0, :, k].float().mean().item()
+        assert abs(rate - prob) < Z * math.sqrt(prob * (1 - prob) / N_DRAWS), (k, rate, prob)
     crit = 1.95 / math.sqrt(N_DRAWS)  # one-sample KS at alpha = 0.001
-    draws = [*(p.jitter_factors[:, k] for k in range(4)), p.sigma]
-    for x, (lo, hi) in zip(draws, [*recipe.jitter_ranges, recipe.sigma]):
+    values = p.values[0]
+    draws = [*(values[:, B.FACTORS.start + k] for k in range(4)), values[:, B.SIGMA]]
+    for x, (lo, hi) in zip(draws, [*r.jitter_ranges, r.sigma]):
         assert lo <= x.min().item() and x.max().item() <= hi
         assert _ks_uniform(x, lo, hi) < crit, (lo, hi)
-    counts = torch.unique(p.jitter_order, dim=0, return_counts=True)[1].double()
-    assert len(counts) == 24 and (p.jitter_order.sort(dim=1).values == torch.arange(4)).all()
+    order = p.order[0]
+    counts = torch.unique(order, dim=0, return_counts=True)[1].double()
+    assert len(counts) == 24 and (order.sort(dim=1).values == torch.arange(4)).all()
     chi2 = ((counts - N_DRAWS / 24) ** 2 / (N_DRAWS / 24)).sum().item()
     assert chi2 < 49.7, chi2  # chi-square, 23 degrees of freedom, alpha = 0.001
 
@@ -359,14 +404,19 @@ def _crop_stats(crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return crops.mean(dim=(2, 3)).numpy(), crops.std(dim=(2, 3)).numpy()
 
 
-def test_output_statistics_match_per_image_recipe(cifar):
-    """Per-channel mean and std of the normalised crops, and the grayscale rate, for the BYOL
-    recipe (jitter, grayscale, solarization, flip) over 4000 draws of real CIFAR-10 images."""
-    aug = OmegaConf.load(AUG_DIR / "asymmetric.yaml")[1]
-    reps = N_DRAWS // len(cifar)
-    batch = cifar.repeat(reps, 1, 1, 1)
-    got = B.BatchedRecipe(aug, MEAN, STD)(batch, gen(5))
-    transform = build_crop_transform(aug, MEAN, STD)
+def _is_gray(x: torch.Tensor) -> torch.Tensor:
+    return (x[:, 0] == x[:, 1]).all(dim=(1, 2)) & (x[:, 1] == x[:, 2]).all(dim=(1, 2))
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_output_statistics_match_torchvision(cifar, index):
+    """Per-channel mean and std of the normalised crops and the grayscale rate, for each entry of
+    the BYOL recipe (jitter, grayscale, solarization, flip), over 4000 draws of real CIFAR-10
+    images, against v2's transforms of the same entry."""
+    r = shipped("asymmetric.yaml", index)
+    batch = cifar.repeat(N_DRAWS // len(cifar), 1, 1, 1)
+    got = B.BatchedMultiCrop(recipe(r))(batch, gen(5))[0]
+    transform = torchvision_pipeline(r)
     torch.manual_seed(5)
     ref = torch.stack([transform(img) for img in batch])
     assert got.shape == ref.shape and got.dtype == ref.dtype == torch.float32
@@ -380,10 +430,6 @@ def test_output_statistics_match_per_image_recipe(cifar):
     assert abs(gray_got - gray_ref) < Z * se, (gray_got, gray_ref)
 
 
-def _is_gray(x: torch.Tensor) -> torch.Tensor:
-    return (x[:, 0] == x[:, 1]).all(dim=(1, 2)) & (x[:, 1] == x[:, 2]).all(dim=(1, 2))
-
-
 def _solar(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 128, 255 - x, x)
 
@@ -392,20 +438,20 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a == b).all(dim=(1, 2, 3))
 
 
-# op -> (config overrides, p, params field, is the op visible on image x?, did it happen (x -> y)?)
+# op -> (recipe keys, p, coin column, is the op visible on image x?, did it happen (x -> y)?)
 FREQUENCY_CASES = {
-    "flip": ({"horizontal_flip.prob": 0.5}, 0.5, "flip",
+    "flip": ({"horizontal_flip.prob": 0.5}, 0.5, 5,
              lambda x: ~_same(x, x.flip(-1)), lambda x, y: _same(y, x.flip(-1))),
-    "grayscale": ({"grayscale.prob": 0.2}, 0.2, "grayscale",
+    "grayscale": ({"grayscale.prob": 0.2}, 0.2, 1,
                   lambda x: ~_is_gray(x), lambda x, y: _is_gray(y)),
-    "solarization": ({"solarization.prob": 0.2}, 0.2, "solarize",
+    "solarization": ({"solarization.prob": 0.2}, 0.2, 3,
                      lambda x: ~_same(x, _solar(x)), lambda x, y: _same(y, _solar(x))),
-    "color_jitter": ({"color_jitter.prob": 0.8}, 0.8, "jitter",
+    "color_jitter": ({"color_jitter.prob": 0.8}, 0.8, 0,
                      lambda x: torch.ones(len(x), dtype=torch.bool), lambda x, y: ~_same(x, y)),
-    "gaussian_blur": ({"gaussian_blur.prob": 0.3, "gaussian_blur.sigma_min": 1.0}, 0.3, "blur",
+    "gaussian_blur": ({"gaussian_blur.prob": 0.3, "gaussian_blur.sigma_min": 1.0}, 0.3, 2,
                       lambda x: x.amax(dim=(1, 2, 3)) > x.amin(dim=(1, 2, 3)),
                       lambda x, y: ~_same(x, y)),
-    "equalization": ({"equalization.prob": 0.3}, 0.3, "equalize",
+    "equalization": ({"equalization.prob": 0.3}, 0.3, 4,
                      lambda x: ~_same(x, B.equalize(x)), lambda x, y: ~_same(x, y)),
 }
 
@@ -413,32 +459,35 @@ FREQUENCY_CASES = {
 @pytest.mark.parametrize("op", list(FREQUENCY_CASES))
 def test_op_frequencies_match_probability(cifar, op):
     """Each random op alone (no crop: resizing 32 px to 32 px is the identity), detected in the
-    output of both recipes: both apply it with the configured probability, and the batched one
-    exactly where its drawn mask says."""
-    over, p, field, visible, happened = FREQUENCY_CASES[op]
-    aug = aug_cfg(rrc__enabled=False, **{k.replace(".", "__"): v for k, v in over.items()})
+    output of the batched recipe and of v2's transforms: both apply it with the configured
+    probability, and the batched one exactly where its drawn coin says."""
+    keys, p, column, visible, happened = FREQUENCY_CASES[op]
+    r = entry(rrc__enabled=False, **{k.replace(".", "__"): v for k, v in keys.items()})
     batch = cifar.repeat(N_DRAWS // len(cifar), 1, 1, 1)
     x = batch.to(torch.float32)
     seen = visible(x)  # images on which the op would change nothing are not counted
     n = int(seen.sum())
     assert n > 0.9 * len(batch)
-    recipe = B.BatchedRecipe(aug, MEAN, STD)
-    params = recipe.sample(len(batch), 32, 32, gen(9))
-    got = happened(x, denorm(recipe.apply(batch, params)))
-    transform = build_crop_transform(aug, MEAN, STD)
+    mc = B.BatchedMultiCrop(recipe(r))
+    uniforms = mc.draw(len(batch), gen(9))
+    got = happened(x, denorm(mc.apply(batch, uniforms)[0]))
+    transform = torchvision_pipeline(r)
     torch.manual_seed(9)
     ref = happened(x, denorm(torch.stack([transform(img) for img in batch])))
     se = math.sqrt(p * (1 - p) / n)
-    for name, hits in (("batched", got), ("per-image", ref)):
+    for name, hits in (("batched", got), ("torchvision", ref)):
         rate = hits[seen].float().mean().item()
         assert abs(rate - p) < Z * se, f"{op} {name}: rate {rate:.3f}, p {p}"
-    assert torch.equal(got[seen], getattr(params, field)[seen])
+    _, params = group_params(recipe(r), uniforms)
+    assert torch.equal(got[seen], params.coins[0, :, column][seen])
 
 
 # ------------------------------------------------------------------------------ 4. determinism
 def test_same_seed_same_crops_and_resume(cifar):
-    augs = OmegaConf.load(AUG_DIR / "asymmetric.yaml")
-    mc = B.BatchedMultiCrop(augs, MEAN, STD)
+    entries = tuple(CropRecipe.from_config(OmegaConf.merge(OmegaConf.structured(AugmentationConfig),
+                                                           a))
+                    for a in OmegaConf.load(AUG_DIR / "asymmetric.yaml"))
+    mc = B.BatchedMultiCrop(recipe(*entries))
     x = cifar[:128]
     a = mc(x, gen(0))
     b = mc(x, gen(0))
@@ -457,46 +506,88 @@ def test_same_seed_same_crops_and_resume(cifar):
         assert torch.equal(u, v) and u.is_contiguous() and u.dtype == torch.float32
 
 
-def test_masked_and_subset_evaluation_agree(cifar, monkeypatch):
-    """Accelerators run the random ops on the whole batch and mask (no host synchronisation), the
-    CPU only on the drawn subset: the crops are the same either way."""
-    recipe = B.BatchedRecipe(aug_cfg(color_jitter__prob=0.8, grayscale__prob=0.2,
-                                     gaussian_blur__prob=0.5, solarization__prob=0.2,
-                                     equalization__prob=0.2, horizontal_flip__prob=0.5), MEAN, STD)
-    x = cifar[:128]
-    subset = recipe(x, gen(6))
-    monkeypatch.setattr(B, "SUBSET_DEVICE_TYPES", ())
-    assert torch.equal(recipe(x, gen(6)), subset)
-
-
-def test_asymmetric_recipe_per_crop_frequencies(cifar):
-    """Two entries with different blur/solarization (BYOL style): crops come in entry order with
-    each entry's own probabilities."""
-    first = aug_cfg(gaussian_blur__prob=1.0, solarization__prob=0.0, num_crops=1)
-    second = aug_cfg(gaussian_blur__prob=0.1, solarization__prob=0.2, num_crops=2, crop_size=24)
-    mc = B.BatchedMultiCrop([first, dict(OmegaConf.to_container(second))], MEAN, STD)
-    assert mc.num_crops == 3
-    params = mc.sample(N_DRAWS, 32, 32, gen(2))
-    n = N_DRAWS
-    assert params[0].blur.all() and not params[0].solarize.any()
-    for p in params[1:]:
-        for mask, prob in ((p.blur, 0.1), (p.solarize, 0.2)):
-            assert abs(mask.float().mean().item() - prob) < Z * math.sqrt(prob * (1 - prob) / n)
-    assert not torch.equal(params[1].boxes, params[2].boxes)  # the two crops are drawn apart
+def test_asymmetric_recipe_stacks_crops_with_their_own_parameters(cifar):
+    """Two entries with different blur/solarization (BYOL style) and sizes: crops come in entry
+    order with each entry's own probabilities; crops of one size run as one stacked pass."""
+    first = entry(gaussian_blur__prob=1.0, num_crops=1)
+    second = entry(gaussian_blur__prob=0.1, solarization__prob=0.2, num_crops=2, crop_size=24)
+    third = entry(solarization__prob=0.5, num_crops=1)
+    r = recipe(first, second, third)
+    mc = B.BatchedMultiCrop(r)
+    assert mc.num_crops == 4
+    assert [g.crops for g in mc.groups] == [(0, 3), (1, 2)]
+    uniforms = mc.draw(N_DRAWS, gen(2))
+    by_crop = {}
+    for group in mc.groups:
+        p = B.params(group, uniforms[list(group.crops)])
+        by_crop.update({c: p.coins[i] for i, c in enumerate(group.crops)})
+    assert by_crop[0][:, 2].all() and not by_crop[0][:, 3].any()
+    for c, blur, solar in ((1, 0.1, 0.2), (2, 0.1, 0.2), (3, 0.0, 0.5)):
+        for k, prob in ((2, blur), (3, solar)):
+            rate = by_crop[c][:, k].float().mean().item()
+            assert abs(rate - prob) <= Z * math.sqrt(prob * (1 - prob) / N_DRAWS), (c, k, rate)
     crops = mc(cifar[:64], gen(2))
-    assert [tuple(c.shape) for c in crops] == [(64, 3, 32, 32), (64, 3, 24, 24), (64, 3, 24, 24)]
+    assert [tuple(c.shape) for c in crops] == [(64, 3, 32, 32), (64, 3, 24, 24), (64, 3, 24, 24),
+                                               (64, 3, 32, 32)]
+    # each stacked crop equals the recipe run on that crop alone, with the same uniforms
+    u = mc.draw(64, gen(8))
+    together = mc.apply(cifar[:64], u)
+    for c, alone in enumerate((first, second, second, third)):
+        solo = dataclasses.replace(alone, num_crops=1)
+        assert torch.equal(B.BatchedMultiCrop(recipe(solo)).apply(cifar[:64], u[c:c + 1])[0],
+                           together[c])
 
 
-def test_bad_input_and_config():
-    recipe = B.BatchedRecipe(aug_cfg(), MEAN, STD)
+def test_dataloader_and_device_paths_make_the_same_crops(cifar, imagenette):
+    """The DataLoader path (``apply_images``: images of any size, torchvision's resized crop per
+    image when sizes differ) and the batched crop give the same crops for the same uniforms."""
+    r = recipe(entry(color_jitter__prob=0.8, grayscale__prob=0.2, horizontal_flip__prob=0.5,
+                     num_crops=2, crop_size=32))
+    mc = B.BatchedMultiCrop(r)
+    small = list(cifar[:8])
+    big = list(imagenette[:4])
+    u = mc.draw(12, gen(3))
+    mixed = mc.apply_images(small + big, u)
+    alone_small = mc.apply(torch.stack(small), u[:, :8])
+    alone_big = mc.apply(torch.stack(big), u[:, 8:])
+    for c in range(2):
+        assert torch.equal(mixed[c][:8], alone_small[c])
+        assert torch.equal(mixed[c][8:], alone_big[c])
+    assert all(torch.equal(a, b) for a, b in zip(mc.apply_images(small, u[:, :8]), alone_small))
+
+
+def test_recipe_is_built_from_the_validated_config_alone():
+    """Every field comes from the schema's keys (a default changed there reaches every path)."""
+    cfg = OmegaConf.merge(OmegaConf.structured(AugmentationConfig), {"crop_size": 24})
+    r = CropRecipe.from_config(cfg)
+    assert r.scale == (float(cfg.rrc.crop_min_scale), float(cfg.rrc.crop_max_scale))
+    cfg.rrc.crop_min_scale = 0.3
+    assert CropRecipe.from_config(cfg).scale[0] == 0.3
+    given = OmegaConf.create({"crop_size": 24, "rrc": {"ratio": [0.5, 2.0]}})
+    with pytest.raises(ConfigError, match="rrc.ratio"):  # not a key: no path could honour it
+        validate(given, AugmentationConfig)
+
+
+def test_bad_batches():
+    mc = B.BatchedMultiCrop(recipe(entry()))
     with pytest.raises(TypeError):
-        recipe(torch.zeros(2, 3, 32, 32), gen(0))
-    with pytest.raises(ConfigError, match="interpolation"):
-        B.BatchedRecipe(aug_cfg(rrc__interpolation="lanczos"), MEAN, STD)
-    with pytest.raises(ConfigError, match="prob"):
-        B.BatchedRecipe(aug_cfg(grayscale__prob=1.5), MEAN, STD)
-    bilinear = B.BatchedRecipe(aug_cfg(rrc__interpolation="bilinear", rrc__ratio=[0.5, 2.0]), MEAN, STD)
-    assert bilinear.interpolation == "bilinear" and bilinear.ratio == (0.5, 2.0)
+        mc(torch.zeros(2, 3, 32, 32), gen(0))
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match="generator"):
-            recipe(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.Generator(device="cuda"))
+            mc(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.Generator(device="cuda"))
+
+
+def test_apply_compiles_as_one_graph_and_gives_the_same_crops(cifar):
+    """``torch.compile(fullgraph=True, dynamic=False)`` accepts ``apply`` (no graph break, no host
+    synchronisation: either would fail the capture) and the compiled crops equal the eager ones.
+    The AOT-eager backend traces what inductor would receive without generating code."""
+    entries = tuple(CropRecipe.from_config(OmegaConf.merge(OmegaConf.structured(AugmentationConfig),
+                                                           a))
+                    for a in OmegaConf.load(AUG_DIR / "asymmetric.yaml"))
+    eager = B.BatchedMultiCrop(recipe(*entries))
+    compiled = B.BatchedMultiCrop(recipe(*entries), compile_backend="aot_eager")
+    x = cifar[:64]
+    for seed in (0, 1):  # the first batch runs eagerly and builds the tables, the second compiled
+        u = eager.draw(len(x), gen(seed))
+        assert all(torch.equal(a, b) for a, b in zip(compiled.apply(x, u), eager.apply(x, u)))
+    assert compiled._warm

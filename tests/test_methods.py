@@ -34,17 +34,18 @@ def mean(values: list[float]) -> float:
 
 @pytest.mark.parametrize("method", ["mixmask_byol", "mixmask_simclr", "mixmask_simsiam"])
 def test_the_ssl_loss_and_the_mixmask_term_fall_on_real_images(method, cifar_train, tmp_path):
-    """30 steps of 16 real CIFAR-10 images: the last five steps' mean is below that of steps 3-7,
-    for the method's own loss and for the MixMask term (both trained through the same encoder).
+    """60 steps (two epochs of 30) of 16 real CIFAR-10 images: the last ten steps' mean is below
+    that of steps 3-12, for the method's own loss and for the MixMask term (both trained through
+    the same encoder; SimCLR's MixMask term falls slowest at this batch, about 1.5%).
     MoCo is left out: its InfoNCE against a queue that fills with ever newer keys rises before it
     falls, later than 30 steps; tests/test_golden_steps.py pins its first step instead."""
     cfg = tiny_cfg(method, cifar_train, tmp_path, checkpoint__enabled=False,
-                   limit_train_batches=30, optimizer__batch_size=16)
+                   limit_train_batches=30, optimizer__batch_size=16, max_epochs=2)
     losses = StepLosses()
     pretrain(cfg, callbacks=[losses], trainer_kwargs={"logger": False})
-    assert len(losses.ssl) == 30
+    assert len(losses.ssl) == 60
     for name, curve in (("ssl", losses.ssl), ("mixmask", losses.mixmask)):
-        early, late = mean(curve[2:7]), mean(curve[-5:])
+        early, late = mean(curve[2:12]), mean(curve[-10:])
         assert late < early - 0.01 * abs(early) - 1e-3, (name, early, late)
 
 

@@ -344,6 +344,8 @@ class KNNEvalConfig:
 class PerformanceConfig:
     channels_last: Any = opt("auto", check=check_auto_or_bool)
     compile: bool = False
+    #: data.format=device: compile the batched recipe (torch.compile, fullgraph), after one eager batch
+    compile_augmentations: bool = False
     pin_memory: Any = opt("auto", check=check_auto_or_bool)
     persistent_workers: bool = True
     prefetch_factor: int = opt(2, ge=1)

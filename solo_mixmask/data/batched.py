@@ -1,150 +1,125 @@
-"""Batched crop recipes: whole uint8 batches in, normalised float32 crops out, on any device.
+"""The one pixel implementation of the augmentation recipe: whole batches in, normalised crops out.
 
-For the device-resident data path (CIFAR, Tiny-ImageNet and STL-10 kept as one uint8 ``(N, 3, H, W)``
-tensor on the GPU): every op draws its parameters per sample and runs on the whole batch, without
-worker processes. Each op has a params/apply split (``BatchedRecipe.sample``/``.apply`` and the
-functional ops below), so tests can apply fixed parameters and callers can see what was drawn.
+Both data paths run it: the device-resident path on uint8 batches held on the accelerator, the
+DataLoader path in each worker's collate function (``RecipeCollate``). The recipe is a
+:class:`~solo_mixmask.data.recipe.Recipe`; nothing here reads the config.
 
-The reference is the per-image recipe of :mod:`solo_mixmask.data.augmentations` (torchvision.
-transforms.v2 draw for draw): same op order (crop, colour jitter, grayscale, blur, solarization,
-equalization, flip, normalisation), same parameter distributions, same kernels. Numeric domain: the
-working image is float32 holding whole grey levels 0..255, re-quantised after every op exactly as
-torchvision re-quantises its uint8 result: the resize rounds (torch's fixed-point uint8 kernel, in
-exact int32 arithmetic), the brightness/contrast/saturation blends clamp and truncate, grayscale and
-hue truncate, the blur rounds. Only the normalisation at the end leaves whole levels.
+**Draws.** Every random choice of a crop comes from one row of ``DRAWS`` uniforms in [0, 1) (float64):
+ten area fractions and ten log aspect ratios (v2.RandomResizedCrop's tries), the box offsets, six
+coins, four jitter factors, four keys whose argsort is the jitter order, the blur sigma. The device
+path draws the whole ``(crops, B, DRAWS)`` block with one ``torch.rand``; the DataLoader path draws
+each sample's rows from the sample's own generator (``sampling.py``), so a resumed run replays it.
+Every uniform is drawn whatever the config, so the stream never depends on the data or the
+probabilities.
 
-Measured against torchvision's functional ops on the CPU on real images, with the same parameters:
-resized crop (bicubic and bilinear, any box, up- or downscaling), brightness, contrast, saturation,
-grayscale, solarization, equalization (torchvision's own batched kernel) and flip are bit-identical;
-hue and blur differ by one grey level on a few pixels in 100,000.
+**Execution.** The crops of all entries that share a size, an interpolation and the crop mode are
+stacked into one batch, with the entries' parameters as per-sample tensors, so an asymmetric
+two-crop recipe is one pass. Each op is written as one generic form with per-sample coefficients,
+where an op that a sample does not take has identity coefficients (a blend ratio of 1, a hue shift
+of 0, a delta blur kernel): no data-dependent sizes, no ``where`` over four alternatives, no
+synchronisation with the host, and a graph that ``torch.compile(fullgraph=True)`` accepts.
 
-Every way this differs from the per-image recipe / torchvision:
+* Resize: torch's antialiased uint8 kernel (horizontal pass, rounding, vertical pass, rounding) as
+  two batched matrix products with dense per-sample tap matrices. The fixed-point weights are
+  torch's, tabulated once per (input size, output size, interpolation) by crop length, and the
+  integer sums are exact in float64, so the crops equal torchvision's on the CPU bit for bit on
+  every device (torchvision itself resizes in float on a GPU and gives other crops there).
+* Colour jitter: v2's four adjustments in each sample's own random order. Brightness, contrast
+  and saturation are one blend ``clamp(trunc(x * r + other * (1 - r)))`` with per-sample ``r`` and
+  ``other`` (0, the mean grey or the grey); the hue shift is the closed-form HSV rotation. Four
+  blend slots and two hue slots, ``X H X X H X``, hold every one of the 24 orders.
+* Blur: v2's reflect-padded Gaussian as two products with per-sample banded matrices (float64).
 
-* The random stream: parameters come from an explicit ``torch.Generator`` on the batch's device,
-  drawn for the whole batch at once, so individual draws differ from a per-image run with the same
-  seed (the distributions are the same). Every parameter is drawn for every sample, also for ops
-  that are disabled or whose coin fails, so the stream depends only on the number of samples and
-  crops, never on the data or the config's probabilities.
-* Crop boxes: all ten v2 tries of a sample are drawn up front and the first fitting one is used (v2
-  stops drawing at the first fitting try); the box rule and the central fallback are v2's exactly.
-  The offsets are ``floor(u * (H - h + 1))`` with ``u ~ U[0, 1)`` in float64 instead of
-  ``torch.randint``. Boxes must lie inside the image (as random resized crop draws them); v2's zero
-  padding of boxes that leave the image is not reproduced.
-* Resize: equals torchvision on the CPU, whose uint8 kernel rounds to uint8 between the horizontal
-  and the vertical pass. torchvision on a GPU resizes in float and rounds once, so *torchvision
-  itself* gives different crops on the two devices (bicubic: up to ~10 levels at sharp edges, where
-  the intermediate overshoot is clamped on the CPU only); this module gives the CPU result on every
-  device, computed by element-wise gathers, so TF32 and autocast settings cannot change it.
-* Hue: the closed form of :func:`solo_mixmask.data.augmentations.adjust_hue`, as the per-image
-  recipe uses, instead of v2's RGB->HSV->RGB round trip (one level on a few pixels in 100,000).
-* Gaussian blur: two separable 1-D passes (every tap kept) instead of v2's dense 2-D convolution
-  (on a GPU possibly run in TF32 by cuDNN); same weights, same reflect padding, one level on a few
-  pixels in 100,000. (The per-image recipe's blur also drops taps beyond 5 sigma.)
-* Float results on a GPU (hue, blur, the contrast mean) may differ from the CPU in the last bit,
-  and so by one level on rare pixels; the resize and the other ops are exact on every device.
-* ``rrc.ratio`` and ``rrc.interpolation`` (bicubic or bilinear) are honoured, the latter also for
-  the resize when ``rrc.enabled`` is false; check the per-image recipe for which of them it reads.
-
-Execution: on the CPU a random op is computed only on the samples whose coin came up; on an
-accelerator it runs on the whole batch and ``where`` keeps the drawn samples (same crops), so the
-recipe never reads a data-dependent size back to the host and queues all its kernels without a
-synchronisation. Ops whose probability is 0 are skipped entirely.
+Exactness against torchvision's functional ops, same parameters, on the CPU: resized crop (bicubic
+and bilinear), brightness, contrast, saturation, grayscale, solarization, equalization and flip are
+bit-identical; hue and blur differ by one grey level on a few pixels in 100,000.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn.functional as nnf
-from omegaconf import DictConfig, OmegaConf
 from torchvision.transforms.v2 import functional as TF
 
-from ..config.loading import select
-from ..errors import ConfigError
-from .augmentations import blur_kernel
+from .recipe import ASPECT_RATIO, CROP_TRIES, CropRecipe, Recipe
 
-AugConfig = Union[DictConfig, Mapping[str, Any]]
 INTERPOLATIONS = ("bicubic", "bilinear")
-_NUM_TRIES = 10  # v2.RandomResizedCrop's tries before the central fallback
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
-SUBSET_DEVICE_TYPES: tuple[str, ...] = ("cpu",)  # where random ops compute only their subset
+
+# columns of a crop's row of uniforms
+SCALE, LOG_RATIO, OFFSET = slice(0, 10), slice(10, 20), slice(20, 22)
+COINS = slice(22, 28)  # jitter, grayscale, blur, solarize, equalize, flip
+FACTORS, ORDER, SIGMA = slice(28, 32), slice(32, 36), 36
+DRAWS = 37
 
 
-# ------------------------------------------------------------------------------- random draws
-def _check_generator(generator: torch.Generator, device: torch.device) -> None:
-    """The generator must live where the batch lives: draws happen on that device, no copies."""
-    gdev = torch.device(generator.device)
-    same = gdev.type == device.type and (
-        gdev.index is None or device.index is None or gdev.index == device.index)
-    if not same:
-        raise ValueError(f"generator is on {gdev} but the batch is on {device}; create it with "
-                         f"torch.Generator(device=batch.device)")
+# ---------------------------------------------------------------------------------- constants
+_TABLES: dict[tuple, Any] = {}
 
 
-def _uniform(shape: Sequence[int], lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
-    """float32 ``U[lo, hi)`` like v2's ``torch.empty(1).uniform_(lo, hi)``, on the generator's device."""
-    return torch.empty(*shape, device=generator.device).uniform_(lo, hi, generator=generator)
+def tabulated(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Memoises a table of constants (resize taps, index grids) in a plain dict. Unlike
+    ``functools.cache``, a compiled ``apply`` then reads the table built by an eager call instead
+    of tracing its construction into every step."""
+    @functools.wraps(fn)
+    def lookup(*key: Any) -> Any:
+        value = _TABLES.get((fn.__name__, *key))
+        if value is None:
+            value = _TABLES[(fn.__name__, *key)] = fn(*key)
+        return value
+    return lookup
 
 
-def _rand64(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(*shape, dtype=torch.float64, device=generator.device, generator=generator)
+# ------------------------------------------------------------------------------------ crop boxes
+def crop_boxes(scale: torch.Tensor, log_ratio: torch.Tensor, offset: torch.Tensor,
+               height: Any, width: Any) -> torch.Tensor:
+    """Random resized crop boxes ``(N, 4)`` int64 ``[top, left, h, w]`` by v2's rule.
 
-
-def fallback_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
-    """v2.RandomResizedCrop's central fallback size ``(h, w)`` after ten failed tries."""
-    in_ratio = float(width) / float(height)
-    if in_ratio < min(ratio):
-        return int(round(width / min(ratio))), width
-    if in_ratio > max(ratio):
-        return height, int(round(height * max(ratio)))
-    return height, width
-
-
-def boxes_from_draws(scale_draws: torch.Tensor, log_ratio_draws: torch.Tensor, u_top: torch.Tensor,
-                     u_left: torch.Tensor, height: int, width: int,
-                     ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
-    """Crop boxes ``(B, 4)`` int64 ``[top, left, h, w]`` from the raw draws, by v2's rule.
-
-    ``scale_draws``/``log_ratio_draws`` (B, tries) float32 are the area fractions and log aspect
-    ratios of the tries; the first try whose rounded box fits wins (v2 computes in double with
-    Python's half-to-even ``round``, which float64 ``torch.round`` reproduces). Samples with no fitting
-    try get the central fallback. ``u_top``/``u_left`` (B,) in [0, 1) place the box.
+    ``scale``/``log_ratio`` (N, 10) float64 are the tries' area fractions and log aspect ratios,
+    ``offset`` (N, 2) in [0, 1) places the box. ``height``/``width``: ints, or (N,) tensors for
+    images of several sizes. The first try whose rounded box fits wins (v2 computes in double with
+    Python's half-to-even ``round``, which ``torch.round`` is); with none, v2's central fallback.
     """
-    area = float(height * width)
-    target = scale_draws.to(torch.float64) * area
-    aspect = torch.exp(log_ratio_draws).to(torch.float64)  # exp in float32, as v2 does
-    w = torch.sqrt(target * aspect).round()
-    h = torch.sqrt(target / aspect).round()
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    tries = torch.arange(fits.shape[1], device=fits.device)
-    first = torch.where(fits, tries, fits.shape[1]).amin(dim=1, keepdim=True)  # first fitting try
-    found = first.squeeze(1) < fits.shape[1]
-    first = first.clamp_(max=fits.shape[1] - 1)
-    fh, fw = fallback_box(height, width, ratio)
-    h = torch.where(found, h.gather(1, first).squeeze(1), torch.full_like(found, fh, dtype=h.dtype))
-    w = torch.where(found, w.gather(1, first).squeeze(1), torch.full_like(found, fw, dtype=w.dtype))
-    top = torch.minimum((u_top * (height - h + 1)).floor(), height - h)
-    left = torch.minimum((u_left * (width - w + 1)).floor(), width - w)
-    top = torch.where(found, top, (height - h).div(2).floor())
-    left = torch.where(found, left, (width - w).div(2).floor())
-    return torch.stack([top, left, h, w], dim=1).to(torch.int64)
+    dims = torch.stack(torch.broadcast_tensors(torch.as_tensor(height, dtype=torch.float64),
+                                               torch.as_tensor(width, dtype=torch.float64)), -1)
+    dims = dims.to(scale.device).reshape(-1, 1, 2)  # (N or 1, 1, [H, W])
+    target = scale * (dims[..., 0] * dims[..., 1])
+    aspect = log_ratio.exp()
+    hw = torch.stack([target / aspect, target * aspect], -1).sqrt_().round_()  # (N, tries, [h, w])
+    fits = ((hw >= 1) & (hw <= dims)).all(-1)
+    first = torch.where(fits, _tries(fits.device), CROP_TRIES).amin(1, keepdim=True)
+    found = first < CROP_TRIES
+    hw = hw.gather(1, first.clamp(max=CROP_TRIES - 1).unsqueeze(-1).expand(-1, 1, 2)).squeeze(1)
+    dims = dims.squeeze(1)
+    hw = torch.where(found, hw, _fallback(dims))
+    room = dims - hw
+    corner = torch.minimum((offset * (room + 1)).floor_(), room)
+    corner = torch.where(found, corner, room.div(2).floor_())
+    return torch.cat([corner, hw], 1).to(torch.int64)
 
 
-def sample_crop_boxes(batch: int, height: int, width: int, scale: tuple[float, float],
-                      ratio: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
-    """Random resized crop boxes ``(B, 4)`` ``[top, left, h, w]``: v2's ten tries, vectorised."""
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    s = _uniform((batch, _NUM_TRIES), scale[0], scale[1], generator)
-    r = _uniform((batch, _NUM_TRIES), log_ratio[0], log_ratio[1], generator)
-    u = _rand64((2, batch), generator)
-    return boxes_from_draws(s, r, u[0], u[1], height, width, ratio)
+@tabulated
+def _tries(device: torch.device) -> torch.Tensor:
+    return torch.arange(CROP_TRIES, device=device)
 
 
-# ------------------------------------------------------------------------------------- resize
+def _fallback(dims: torch.Tensor) -> torch.Tensor:
+    """v2's central fallback ``[h, w]`` after ten failed tries, for ``dims`` (N, [H, W])."""
+    h, w = dims.unbind(-1)
+    ratio = w / h
+    lo, hi = ASPECT_RATIO
+    wide = torch.stack([h, (h * hi).round()], -1)
+    tall = torch.stack([(w / lo).round(), w], -1)
+    return torch.where((ratio < lo).unsqueeze(-1), tall,
+                       torch.where((ratio > hi).unsqueeze(-1), wide, dims))
+
+
+# ----------------------------------------------------------------------------------------- resize
 def _filter(x: torch.Tensor, interpolation: str) -> torch.Tensor:
     """torch's antialias filters (same expressions): Keys cubic with a=-0.5 (as Pillow), triangle."""
     x = x.abs()
@@ -160,13 +135,10 @@ def resample_taps(start: torch.Tensor, length: torch.Tensor, out_size: int, in_s
                   interpolation: str = "bicubic") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample 1-D taps of ``interpolate(crop, antialias=True, align_corners=False)``.
 
-    Resizes the segment ``[start, start + length)`` of an axis of ``in_size`` pixels to ``out_size``
-    pixels. Returns ``index`` (B, out, T) int64 into the full axis and ``weight`` (B, out, T)
-    float64: output ``i`` is ``sum_t weight[i, t] * x[index[i, t]]``. The weights are torch's (in
-    double, as its uint8 kernel computes them): filter support scaled by the downscaling factor,
-    taps cut at the crop's border and renormalised, so pixels outside the crop never contribute;
-    unused taps have weight 0. T is a bound that depends only on the sizes, so nothing waits for
-    the device.
+    Resizes the segment ``[start, start + length)`` of an axis of ``in_size`` pixels to ``out_size``.
+    Returns ``index`` (B, out, T) int64 into the full axis and ``weight`` (B, out, T) float64, torch's
+    (in double, as its uint8 kernel computes them): taps cut at the crop's border and renormalised,
+    so pixels outside the crop never contribute; unused taps have weight 0.
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
@@ -200,208 +172,255 @@ def fixed_point_weights(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     """
     w_max = weight.flatten(1).amax(dim=1, keepdim=True)
     scales = torch.exp2(torch.arange(1, 23, dtype=torch.float64, device=weight.device))
-    # torch stops at the first precision whose next one overflows; the test is monotonic in it
     p = ((0.5 + w_max * scales).trunc() < (1 << 15)).sum(dim=1).to(torch.int32)
     v = weight * torch.exp2(p.to(torch.float64)).view(-1, 1, 1)
     return (v + torch.where(v < 0, -0.5, 0.5)).trunc().to(torch.int32), p
 
 
-Taps = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # index, int32 weights, precision
+def _dense(index: torch.Tensor, weight: torch.Tensor, in_size: int) -> tuple[torch.Tensor,
+                                                                               torch.Tensor]:
+    """Dense fixed-point matrices ``(B, out, in_size)`` float64 and their ``2**-p`` (B,)."""
+    wint, p = fixed_point_weights(weight)
+    dense = torch.zeros(*index.shape[:2], in_size, dtype=torch.float64, device=index.device)
+    dense.scatter_add_(2, index, wint.to(torch.float64))
+    return dense, torch.exp2(-p.to(torch.float64))
 
 
-def _fixed_taps(index: torch.Tensor, weight: torch.Tensor) -> Taps:
-    return (index, *fixed_point_weights(weight))
+@tabulated
+def _length_table(in_size: int, out_size: int, interpolation: str,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tap matrix of every crop length starting at 0: ``(in_size + 1, out, in)`` and 2**-p.
 
-
-def _tap_sum(x: torch.Tensor, dim: int, taps: Taps) -> torch.Tensor:
-    """One pass of torch's uint8 resize along ``dim`` (2 or 3), in exact int32 arithmetic.
-
-    ``out = clamp((2**(p-1) + sum_t w_t * x[index_t]) >> p, 0, 255)`` with the fixed-point weights.
+    A crop of length ``h`` starting at ``top`` has the matrix of length ``h`` shifted by ``top``.
     """
-    index, wint, p = taps
-    b, c, h, w = x.shape
-    out_size = index.shape[1]
-    shape = (b, 1, out_size, 1) if dim == 2 else (b, 1, 1, out_size)
-    full = (b, c, out_size, w) if dim == 2 else (b, c, h, out_size)
-    p = p.view(b, 1, 1, 1)
-    acc = torch.bitwise_left_shift(torch.ones_like(p), p - 1).expand(full).clone()
-    for t in range(index.shape[2]):
-        acc += x.gather(dim, index[:, :, t].view(shape).expand(full)) * wint[:, :, t].view(shape)
-    return torch.bitwise_right_shift(acc, p).clamp_(0, 255)
+    lengths = torch.arange(1, in_size + 1, device=device)
+    dense, inv = _dense(*resample_taps(torch.zeros_like(lengths), lengths, out_size, in_size,
+                                       interpolation), in_size)
+    pad = torch.zeros(1, out_size, in_size, dtype=torch.float64, device=device)
+    return torch.cat([pad, dense]), torch.cat([torch.ones(1, dtype=torch.float64, device=device),
+                                               inv])
 
 
-def _resample(x: torch.Tensor, taps_y: Taps, taps_x: Taps) -> torch.Tensor:
-    """Horizontal then vertical pass, each rounded to uint8 (torch's CPU uint8 kernel)."""
-    out = _tap_sum(x.to(torch.int32), 3, taps_x)
-    out = _tap_sum(out, 2, taps_y)
-    return out.to(torch.float32)
+@tabulated
+def _columns(in_size: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(in_size, device=device)
+
+
+def _crop_matrices(start: torch.Tensor, length: torch.Tensor, out_size: int, in_size: int,
+                   interpolation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample tap matrices ``(N, out, in)`` of the segments ``[start, start + length)``."""
+    table, inv = _length_table(in_size, out_size, interpolation, start.device)
+    src = _columns(in_size, start.device) - start.view(-1, 1, 1)  # (N, 1, in)
+    rows = table.index_select(0, length).gather(2, src.clamp(min=0).expand(-1, out_size, -1))
+    return torch.where(src >= 0, rows, 0.0), inv.index_select(0, length)
+
+
+def _resample(x: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor],
+              cols: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """``x`` (..., C, H, W) through the vertical ``rows`` and horizontal ``cols`` matrices
+    (..., S, H)/(..., S, W): horizontal pass, rounding, vertical pass, rounding, as torch's uint8
+    kernel does. The integer sums are exact in float64. The channels ride along in the rows of
+    each product (one matrix product per sample and pass). Returns float32 grey levels."""
+    (my, inv_y), (mx, inv_x) = rows, cols
+    c, h, w = x.shape[-3:]
+    t = torch.matmul(x.to(torch.float64).reshape(*x.shape[:-3], c * h, w), mx.transpose(-1, -2))
+    t = t.mul_(inv_x[..., None, None]).add_(0.5).floor_().clamp_(0.0, 255.0)
+    lead, s = t.shape[:-2], t.shape[-1]
+    t = t.view(*lead, c, h, s).transpose(-3, -2).reshape(*lead, h, c * s)
+    t = torch.matmul(my, t).mul_(inv_y[..., None, None]).add_(0.5).floor_().clamp_(0.0, 255.0)
+    out = t.view(*t.shape[:-2], my.shape[-2], c, s).transpose(-3, -2)
+    return out.to(torch.float32, memory_format=torch.contiguous_format)
 
 
 def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int,
                  interpolation: str = "bicubic") -> torch.Tensor:
     """``F.resized_crop(x[b], *boxes[b], [size, size], interpolation, antialias=True)`` per sample.
 
-    ``x`` (B, C, H, W) uint8 (or float grey levels); ``boxes`` (B, 4) ``[top, left, h, w]`` inside
-    the image. Returns float32 grey levels (B, C, size, size).
+    ``x`` (B, C, H, W) uint8; ``boxes`` (..., B, 4) ``[top, left, h, w]`` inside the image (a
+    leading dimension crops the same images several times). Float32 grey levels (..., B, C, S, S).
     """
-    _, _, height, width = x.shape
+    height, width = x.shape[-2:]
     boxes = boxes.to(x.device)
-    taps_y = _fixed_taps(*resample_taps(boxes[:, 0], boxes[:, 2], size, height, interpolation))
-    taps_x = _fixed_taps(*resample_taps(boxes[:, 1], boxes[:, 3], size, width, interpolation))
-    return _resample(x, taps_y, taps_x)
+    rows = _crop_matrices(boxes[..., 0].reshape(-1), boxes[..., 2].reshape(-1), size, height,
+                          interpolation)
+    cols = _crop_matrices(boxes[..., 1].reshape(-1), boxes[..., 3].reshape(-1), size, width,
+                          interpolation)
+    lead = boxes.shape[:-1]
+    rows = (rows[0].view(*lead, size, height), rows[1].view(lead))
+    cols = (cols[0].view(*lead, size, width), cols[1].view(lead))
+    return _resample(x, rows, cols)
 
 
-def resize_center_crop(x: torch.Tensor, size: int, interpolation: str = "bicubic") -> torch.Tensor:
-    """``F.center_crop(F.resize(x, [size], interpolation, antialias=True), [size, size])``.
-
-    The resize of the short side to ``size`` and the central crop form one resampling: the taps of
-    the full resize, keeping only the central output rows/columns (the fixed-point precision
-    still comes from the full resize, as in torch).
-    """
-    b, _, height, width = x.shape
+@tabulated
+def _center_matrices(height: int, width: int, size: int, interpolation: str,
+                     device: torch.device) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """Matrices of ``center_crop(resize(x, [size]), [size, size])``: the full resize's taps, the
+    central output rows/columns kept (the precision still comes from the full resize, as in torch)."""
     if width <= height:
         new_w, new_h = size, int(size * height / width)
     else:
         new_h, new_w = size, int(size * width / height)
-    if (new_h, new_w) == (height, width) == (size, size):
-        return x.to(torch.float32)  # v2's resize returns the image as it is
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
-    zeros = torch.zeros(b, dtype=torch.int64, device=x.device)
+    zero = torch.zeros(1, dtype=torch.int64, device=device)
 
-    def taps(new: int, old: int, first: int) -> Taps:
-        index, wint, p = _fixed_taps(*resample_taps(zeros, torch.full_like(zeros, old), new, old,
-                                                    interpolation))
-        return index[:, first:first + size], wint[:, first:first + size], p
+    def axis(new: int, old: int, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+        dense, inv = _dense(*resample_taps(zero, zero + old, new, old, interpolation), old)
+        return dense[0, first:first + size], inv[0]
 
-    return _resample(x, taps(new_h, height, top), taps(new_w, width, left))
+    return axis(new_h, height, top), axis(new_w, width, left)
 
 
-# ----------------------------------------------------------------------------- colour ops
+def resize_center_crop(x: torch.Tensor, size: int, interpolation: str = "bicubic") -> torch.Tensor:
+    """``F.center_crop(F.resize(x, [size], interpolation, antialias=True), [size, size])``."""
+    rows, cols = _center_matrices(*x.shape[-2:], size, interpolation, x.device)
+    return _resample(x, rows, cols)
+
+
+# ---------------------------------------------------------------------------------- colour ops
 def _per_sample(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return value.to(device=x.device, dtype=torch.float32).view(-1, 1, 1, 1)
+    return value.to(device=x.device, dtype=torch.float32).reshape(*x.shape[:-3], 1, 1, 1)
 
 
-def _blend(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    """torchvision's ``_blend`` on uint8: ``x * r + other * (1 - r)``, clamped, truncated.
-
-    ``addcmul`` rounds like v2's ``add_(other, alpha=1 - r)`` (one fused multiply-add).
-    """
-    return torch.addcmul(x.mul(ratio), other, 1.0 - ratio).clamp_(0.0, 255.0).trunc_()
-
-
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    """torchvision's luma in float (B, 1, H, W), before any rounding."""
+def gray(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's luma in float (..., 1, H, W), before any rounding, in its order of operations."""
     r, g, b = x.unbind(dim=-3)
     return r.mul(_GRAY[0]).add_(g, alpha=_GRAY[1]).add_(b, alpha=_GRAY[2]).unsqueeze(-3)
 
 
+def blend(x: torch.Tensor, ratio: torch.Tensor, use_mean: torch.Tensor,
+          use_gray: torch.Tensor) -> torch.Tensor:
+    """v2's brightness, contrast and saturation in one form: ``x * r + other * (1 - r)``, clamped
+    and truncated, where ``other`` is 0 (brightness), the mean of the floored luma (contrast,
+    ``use_mean`` 1) or the floored luma (saturation, ``use_gray`` 1); no op is ``r = 1``.
+
+    The selectors are 0 or 1, so ``other`` is exact, and the sum rounds as v2's
+    ``mul(ratio).add_(other, alpha=1 - ratio)`` does.
+    """
+    luma = gray(x).floor_()
+    mean = luma.mean(dim=(-3, -2, -1), keepdim=True)
+    other = torch.addcmul(mean * _per_sample(use_mean, x), luma, _per_sample(use_gray, x))
+    r = _per_sample(ratio, x)
+    return torch.addcmul(x.mul(r), other, 1.0 - r).clamp_(0.0, 255.0).trunc_()
+
+
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """``F.adjust_brightness`` per sample: ``x * f`` clamped and truncated."""
-    return x.mul(_per_sample(factor, x)).clamp_(0.0, 255.0).trunc_()
+    """``F.adjust_brightness`` per sample."""
+    zero = torch.zeros_like(factor)
+    return blend(x, factor, zero, zero)
 
 
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """``F.adjust_contrast`` per sample: blend with the mean of the floored luma of each image."""
-    mean = _gray(x).floor_().mean(dim=(-3, -2, -1), keepdim=True)
-    return _blend(x, mean, _per_sample(factor, x))
+    """``F.adjust_contrast`` per sample."""
+    return blend(x, factor, torch.ones_like(factor), torch.zeros_like(factor))
 
 
 def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """``F.adjust_saturation`` per sample: blend with the floored luma."""
-    return _blend(x, _gray(x).floor_(), _per_sample(factor, x))
+    """``F.adjust_saturation`` per sample."""
+    return blend(x, factor, torch.zeros_like(factor), torch.ones_like(factor))
+
+
+@tabulated
+def _hue_offsets(device: torch.device) -> torch.Tensor:
+    return torch.tensor([5.0, 3.0, 1.0], device=device).view(3, 1, 1)
 
 
 def adjust_hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """HSV hue shift per sample, in closed form (see ``augmentations.adjust_hue``).
+    """v2's HSV hue shift per sample (``factor`` in [-0.5, 0.5]; 0 leaves whole levels unchanged).
 
-    ``factor`` in [-0.5, 0.5]. Output truncates ``v * 255.999`` like v2's float->uint8 conversion.
+    With ``h6`` the hue in sextants, ``v`` the max and ``c`` the chroma, channel ``n`` of the
+    shifted image is ``v - c * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + h6') mod 6``: the HSV->RGB
+    identity without building the H, S, V planes. Truncates ``v * 255.999`` like v2's float->uint8.
     """
     v = x.mul(1.0 / 255.0)
-    maxc, idx = v.max(dim=-3, keepdim=True)
+    maxc, idx = v.max(dim=-3, keepdim=True)  # ties pick r before g before b, as torchvision does
     chroma = maxc - v.amin(dim=-3, keepdim=True)
     num = v.roll(-1, -3) - v.roll(-2, -3)  # r: g-b, g: b-r, b: r-g
     h6 = num.gather(-3, idx).div_(chroma.clamp_min(1e-12)).add_(idx, alpha=2.0)
-    offsets = torch.arange(5.0, 0.0, -2.0, device=x.device).view(1, 3, 1, 1)  # 5, 3, 1
-    k = h6.add_(_per_sample(factor, x) * 6.0).add(offsets).remainder_(6.0)
+    k = h6.add_(_per_sample(factor, x) * 6.0).add(_hue_offsets(x.device)).remainder_(6.0)
     w = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return maxc.sub(w.mul_(chroma)).mul_(256.0 - 1e-3).trunc_()
 
 
-JITTER_OPS: tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ...] = (
-    adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+# slot -> which of a sample's three blend adjustments runs there (-1: none), by hue position q,
+# for the schedule X H X X H X (blend slots 0, 2, 3, 5; hue slots 1 and 4)
+_BLEND_SLOTS = ((-1, 0, 1, 2), (0, 1, 2, -1), (0, 1, -1, 2), (0, 1, 2, -1))
 
 
-def _on_subset(x: torch.Tensor, mask: torch.Tensor, fn: Callable[..., torch.Tensor],
-               *per_sample: torch.Tensor) -> torch.Tensor:
-    """``fn`` on the samples where ``mask`` holds, the rest unchanged.
+@tabulated
+def _slot_table(device: torch.device) -> torch.Tensor:
+    return torch.tensor(_BLEND_SLOTS, device=device)
 
-    On the CPU only that subset is computed. On an accelerator ``fn`` runs on the whole batch and
-    ``where`` keeps the masked samples: the subset's size would have to be read back to the host
-    (a synchronisation per call, 16 per colour jitter), which costs more there than the arithmetic
-    on small images; without it the whole recipe queues its kernels without waiting. Every op is
-    per sample, so both give the same crops.
+
+def jitter_schedule(factors: torch.Tensor, order: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per-sample coefficients of the six jitter slots ``X H X X H X``.
+
+    ``factors`` (N, 4) brightness, contrast, saturation, hue (identity values for an adjustment
+    that is off); ``order`` (N, 4) a permutation of 0..3 per sample (v2's ``randperm(4)``). Returns
+    ``ratio, use_mean, use_gray`` (N, 4) for the blend slots (``blend``) and ``hue`` (N, 2) for the hue
+    slots: a sample's three blends keep their order around its hue shift.
     """
-    if x.device.type not in SUBSET_DEVICE_TYPES:
-        return torch.where(mask.view(-1, 1, 1, 1), fn(x, *per_sample), x)
-    index = mask.nonzero().squeeze(1)
-    n = index.numel()
-    if n == 0:
-        return x
-    if n == x.shape[0]:
-        return fn(x, *per_sample)
-    out = fn(x.index_select(0, index), *(p.index_select(0, index) for p in per_sample))
-    return x.index_copy(0, index, out)
+    position = order.argsort(dim=1)  # where each adjustment runs
+    hue_at = position[:, 3:4]
+    blends = position[:, :3].argsort(dim=1)  # the blend adjustments in the order they run
+    slot = _slot_table(order.device)[hue_at.squeeze(1)]  # (N, 4)
+    op = blends.gather(1, slot.clamp(min=0))
+    f = factors.float()
+    ratio = torch.where(slot >= 0, f.gather(1, op), 1.0)
+    hue = torch.where(torch.cat([hue_at <= 1, hue_at >= 2], 1), f[:, 3:4], 0.0)
+    return ratio, (op == 1).float(), (op == 2).float(), hue
 
 
-def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor,
-                 enabled: Sequence[bool] = (True, True, True, True)) -> torch.Tensor:
-    """v2.ColorJitter with per-sample factors and per-sample order.
-
-    ``factors`` (B, 4): brightness, contrast, saturation, hue; ``order`` (B, 4): a permutation of
-    0..3 per sample (v2's ``randperm(4)``); ops with ``enabled[k]`` false are skipped, as v2 skips
-    a ``None`` range. Round ``r`` applies to each sample the op at position ``r`` of its order,
-    each op on the samples that need it in that round (see ``_on_subset``).
-    """
-    order = order.to(x.device)
-    for r in range(4):
-        for k, op in enumerate(JITTER_OPS):
-            if enabled[k]:
-                x = _on_subset(x, order[:, r] == k, op, factors[:, k])
+def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """v2.ColorJitter with per-sample factors and order (``jitter_schedule``); x (N, 3, H, W)."""
+    ratio, use_mean, use_gray, hue = jitter_schedule(factors.to(x.device), order.to(x.device))
+    blend_slot = 0
+    for kind in "XHXXHX":
+        if kind == "H":
+            x = adjust_hue(x, hue[:, 0 if blend_slot == 1 else 1])
+        else:
+            x = blend(x, ratio[:, blend_slot], use_mean[:, blend_slot], use_gray[:, blend_slot])
+            blend_slot += 1
     return x
 
 
 def rgb_to_grayscale(x: torch.Tensor) -> torch.Tensor:
     """``F.rgb_to_grayscale(x, 3)``: truncated luma in all three channels."""
-    return _gray(x).trunc_().expand_as(x)
+    return gray(x).trunc_().expand_as(x)
 
 
 def gaussian_kernels(kernel_size: int, sigma: torch.Tensor) -> torch.Tensor:
-    """v2's normalised 1-D Gaussian (B, k) per sample: softmax of -(t / sigma)^2, t/sqrt(2) taps."""
+    """v2's normalised 1-D Gaussian (N, k) per sample: softmax of -(t / sigma)^2, t/sqrt(2) taps."""
     lim = (kernel_size - 1) / (2.0 * math.sqrt(2.0))
     t = torch.linspace(-lim, lim, steps=kernel_size, device=sigma.device)
     return torch.softmax(t.div(sigma.to(torch.float32).view(-1, 1)).pow(2).neg(), dim=1)
 
 
-def gaussian_blur(x: torch.Tensor, kernel_size: int, sigma: torch.Tensor) -> torch.Tensor:
-    """``F.gaussian_blur(x[b], [k, k], [sigma[b]] * 2)`` per sample, as two 1-D passes, rounded.
+@tabulated
+def _reflect_index(size: int, kernel_size: int, device: torch.device) -> torch.Tensor:
+    """Source pixel of each tap of a reflect-padded convolution: (size, k)."""
+    pos = torch.arange(size).view(-1, 1) + torch.arange(kernel_size) - kernel_size // 2
+    pos = torch.where(pos < 0, -pos, pos)
+    return torch.where(pos >= size, 2 * (size - 1) - pos, pos).to(device)
 
-    Reflect padding like v2 (needs ``kernel_size // 2 < min(H, W)``).
-    """
-    b, _, height, width = x.shape
-    pad = kernel_size // 2
-    kernel = gaussian_kernels(kernel_size, sigma.to(x.device))
-    padded = nnf.pad(x, [pad, pad, pad, pad], mode="reflect")
-    rows: Optional[torch.Tensor] = None
-    for t in range(kernel_size):
-        term = padded[..., t:t + width] * kernel[:, t].view(b, 1, 1, 1)
-        rows = term if rows is None else rows.add_(term)
-    assert rows is not None
-    out: Optional[torch.Tensor] = None
-    for t in range(kernel_size):
-        term = rows[..., t:t + height, :] * kernel[:, t].view(b, 1, 1, 1)
-        out = term if out is None else out.add_(term)
-    assert out is not None
-    return out.round_()
+
+def blur_matrices(kernels: torch.Tensor, size: int) -> torch.Tensor:
+    """Banded matrices (N, S, S) float64 of reflect-padded 1-D convolutions with ``kernels`` (N, k)."""
+    index = _reflect_index(size, kernels.shape[1], kernels.device).expand(len(kernels), -1, -1)
+    dense = torch.zeros(len(kernels), size, size, dtype=torch.float64, device=kernels.device)
+    return dense.scatter_add_(2, index, kernels.to(torch.float64).unsqueeze(1).expand_as(index))
+
+
+def blur_with(x: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Rows then columns through ``matrices`` (N, S, S), rounded once, as v2's blur rounds."""
+    m = matrices.unsqueeze(-3)
+    out = torch.matmul(m, torch.matmul(x.to(torch.float64), m.transpose(-1, -2)))
+    return out.round_().float()
+
+
+def gaussian_blur(x: torch.Tensor, kernel_size: int, sigma: torch.Tensor) -> torch.Tensor:
+    """``F.gaussian_blur(x[b], [k, k], [sigma[b]] * 2)`` per sample (square images, reflect pad)."""
+    return blur_with(x, blur_matrices(gaussian_kernels(kernel_size, sigma.to(x.device)),
+                                      x.shape[-1]))
 
 
 def solarize(x: torch.Tensor, threshold: float = 128.0) -> torch.Tensor:
@@ -420,189 +439,219 @@ def hflip(x: torch.Tensor) -> torch.Tensor:
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``(x / 255 - mean) / std`` as one multiply and one subtraction; float32, contiguous."""
-    m = torch.tensor([float(v) for v in mean], device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor([float(v) for v in std], device=x.device).view(1, -1, 1, 1)
+    m = torch.tensor([float(v) for v in mean], device=x.device).view(-1, 1, 1)
+    s = torch.tensor([float(v) for v in std], device=x.device).view(-1, 1, 1)
     return (x * (1.0 / (255.0 * s)) - m / s).contiguous()
 
 
-# -------------------------------------------------------------------------------- recipes
+# ------------------------------------------------------------------------------------ the recipe
+@dataclass(frozen=True)
+class CropGroup:
+    """Crops of the recipe that share size, crop mode and interpolation: one stacked pass.
+
+    ``crops`` are their positions among the batch's crops; ``low``/``width`` (G, 1, DRAWS) map the
+    uniforms to each crop's parameter ranges, ``prob`` (G, 1, 6) holds its coin probabilities.
+    """
+
+    crops: tuple[int, ...]
+    recipes: tuple[CropRecipe, ...]
+    size: int
+    rrc: bool
+    interpolation: str
+
+    @property
+    def uses(self) -> dict[str, bool]:
+        r = self.recipes
+        return {"jitter": any(c.jitter_prob > 0 for c in r), "gray": any(c.gray_prob > 0 for c in r),
+                "blur": any(c.blur_prob > 0 for c in r),
+                "solarize": any(c.solarize_prob > 0 for c in r),
+                "equalize": any(c.equalize_prob > 0 for c in r),
+                "flip": any(c.flip_prob > 0 for c in r)}
+
+    def ranges(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _ranges(self.recipes, device)
+
+
+@tabulated
+def _ranges(recipes: tuple[CropRecipe, ...],
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    lows, highs, probs = [], [], []
+    for r in recipes:
+        lo, hi = [0.0] * DRAWS, [1.0] * DRAWS
+        lo[SCALE], hi[SCALE] = [r.scale[0]] * 10, [r.scale[1]] * 10
+        lo[LOG_RATIO], hi[LOG_RATIO] = [r.log_ratio[0]] * 10, [r.log_ratio[1]] * 10
+        for k, (identity, rng) in enumerate(zip((1.0, 1.0, 1.0, 0.0), r.jitter_ranges)):
+            lo[FACTORS.start + k], hi[FACTORS.start + k] = rng if rng is not None else (identity,
+                                                                                         identity)
+        lo[SIGMA], hi[SIGMA] = r.sigma
+        lows.append(lo)
+        highs.append(hi)
+        probs.append([r.jitter_prob, r.gray_prob, r.blur_prob, r.solarize_prob, r.equalize_prob,
+                      r.flip_prob])
+    low = torch.tensor(lows, dtype=torch.float64, device=device).unsqueeze(1)
+    high = torch.tensor(highs, dtype=torch.float64, device=device).unsqueeze(1)
+    prob = torch.tensor(probs, dtype=torch.float64, device=device).unsqueeze(1)
+    return low, high - low, prob
+
+
+def crop_groups(recipe: Recipe) -> tuple[CropGroup, ...]:
+    groups: dict[tuple[int, bool, str], list[int]] = {}
+    crops = recipe.crops
+    for i, c in enumerate(crops):
+        groups.setdefault((c.size, c.rrc, c.interpolation), []).append(i)
+    return tuple(CropGroup(tuple(ix), tuple(crops[i] for i in ix), *key)
+                 for key, ix in groups.items())
+
+
 @dataclass
-class RecipeParams:
-    """Every random draw of one crop recipe for one batch (all tensors on the batch's device).
+class Params:
+    """A group's parameters for ``(G, B)`` crops, derived from its uniforms (all on one device)."""
 
-    ``boxes`` (B, 4) int64 ``[top, left, h, w]`` (the whole image when rrc is disabled);
-    ``jitter_factors`` (B, 4) brightness, contrast, saturation, hue; ``jitter_order`` (B, 4) a
-    permutation per sample; ``sigma`` (B,) the blur sigma; the rest (B,) bool masks of the random
-    applies. Masks of disabled ops are all False.
+    values: torch.Tensor  # (G, B, DRAWS): each uniform mapped to its range
+    coins: torch.Tensor  # (G, B, 6) bool: jitter, grayscale, blur, solarize, equalize, flip
+
+    @property
+    def factors(self) -> torch.Tensor:
+        """(G, B, 4) jitter factors, identity where the jitter coin failed."""
+        identity = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=self.values.dtype,
+                                device=self.values.device)
+        return torch.where(self.coins[..., :1], self.values[..., FACTORS], identity)
+
+    @property
+    def order(self) -> torch.Tensor:
+        return self.values[..., ORDER].argsort(dim=-1)
+
+
+def params(group: CropGroup, uniforms: torch.Tensor) -> Params:
+    low, width, prob = group.ranges(uniforms.device)
+    return Params(torch.addcmul(low, width, uniforms), uniforms[..., COINS] < prob)
+
+
+class BatchedMultiCrop:
+    """The recipe on whole batches: ``mc(x, generator)`` -> the batch's crops, in recipe order.
+
+    ``x`` (B, 3, H, W) uint8 on any device, ``generator`` on the same device. ``draw`` and
+    ``apply`` split the two steps, so tests can fix the draws and the DataLoader path can draw
+    per sample (``apply_images`` crops images of several sizes one by one with torchvision, then
+    runs the same pixel stage).
     """
 
-    boxes: torch.Tensor
-    jitter: torch.Tensor
-    jitter_factors: torch.Tensor
-    jitter_order: torch.Tensor
-    grayscale: torch.Tensor
-    blur: torch.Tensor
-    sigma: torch.Tensor
-    solarize: torch.Tensor
-    equalize: torch.Tensor
-    flip: torch.Tensor
+    def __init__(self, recipe: Recipe, compile_backend: Optional[str] = None) -> None:
+        self.recipe = recipe
+        self.groups = crop_groups(recipe)
+        self.num_crops = recipe.num_crops
+        #: ``torch.compile(apply, fullgraph=True, dynamic=False)`` with this backend (e.g.
+        #: "inductor"), used from the second batch on: the first, eager, builds the tables
+        self._compiled = (None if compile_backend is None else
+                          torch.compile(self._apply, fullgraph=True, dynamic=False,
+                                        backend=compile_backend))
+        self._warm = False
 
+    def draw(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """Uniforms ``(crops, batch, DRAWS)`` float64 on the generator's device."""
+        return torch.rand(self.num_crops, batch, DRAWS, dtype=torch.float64,
+                          device=generator.device, generator=generator)
 
-def _as_config(aug: AugConfig) -> DictConfig:
-    if isinstance(aug, DictConfig):
-        return aug
-    if isinstance(aug, Mapping):
-        return OmegaConf.create(dict(aug))
-    raise ConfigError(f"an augmentation entry must be a mapping, got {type(aug).__name__}")
-
-
-def _prob(cfg: DictConfig, key: str) -> float:
-    p = float(select(cfg, key, 0.0))
-    if not 0.0 <= p <= 1.0:
-        raise ConfigError(f"augmentations: {key} must be in [0, 1], got {p}")
-    return p
-
-
-def _pair(cfg: DictConfig, key: str, default: tuple[float, float]) -> tuple[float, float]:
-    value = select(cfg, key, None)
-    if value is None:
-        return default
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"augmentations: {key} must be two numbers, got {value}") from None
-    return lo, hi
-
-
-def _jitter_range(value: float, center: float, clip: bool) -> Optional[tuple[float, float]]:
-    """v2.ColorJitter's range for one adjustment; None (op skipped) for a zero strength."""
-    lo, hi = center - value, center + value
-    if clip:
-        lo = max(lo, 0.0)
-    return None if lo == hi == center else (lo, hi)
-
-
-class BatchedRecipe:
-    """One entry of the ``augmentations`` list, applied to whole uint8 batches.
-
-    ``recipe(x, generator)`` -> float32 (B, 3, crop_size, crop_size), contiguous. ``sample`` draws
-    the parameters, ``apply`` uses them: the split lets tests fix parameters and lets a caller
-    inspect what was drawn.
-    """
-
-    def __init__(self, aug: AugConfig, mean: Sequence[float], std: Sequence[float]) -> None:
-        cfg = _as_config(aug)
-        if select(cfg, "crop_size") is None:
-            raise ConfigError("augmentations: every entry needs crop_size")
-        self.size = int(cfg.crop_size)
-        self.num_crops = int(select(cfg, "num_crops", 1))
-        if self.size < 1 or self.num_crops < 0:
-            raise ConfigError(f"augmentations: crop_size must be >= 1 and num_crops >= 0, got "
-                              f"{self.size} and {self.num_crops}")
-        self.rrc = bool(select(cfg, "rrc.enabled", True))
-        self.scale = (float(select(cfg, "rrc.crop_min_scale", 0.08)),
-                      float(select(cfg, "rrc.crop_max_scale", 1.0)))
-        if not 0.0 < self.scale[0] <= self.scale[1]:
-            raise ConfigError(f"augmentations: need 0 < rrc.crop_min_scale <= rrc.crop_max_scale, "
-                              f"got {self.scale}")
-        self.ratio = _pair(cfg, "rrc.ratio", (3 / 4, 4 / 3))
-        if not 0.0 < self.ratio[0] <= self.ratio[1]:
-            raise ConfigError(f"augmentations: need 0 < rrc.ratio[0] <= rrc.ratio[1], got {self.ratio}")
-        self.interpolation = str(select(cfg, "rrc.interpolation", "bicubic")).lower()
-        if self.interpolation not in INTERPOLATIONS:
-            raise ConfigError(f"augmentations: rrc.interpolation must be one of {INTERPOLATIONS}, "
-                              f"got {self.interpolation!r}")
-        self.jitter_p = _prob(cfg, "color_jitter.prob")
-        strengths = [float(select(cfg, f"color_jitter.{k}", d)) for k, d in
-                     (("brightness", 0.4), ("contrast", 0.4), ("saturation", 0.2), ("hue", 0.1))]
-        if min(strengths) < 0 or strengths[3] > 0.5:
-            raise ConfigError(f"augmentations: colour jitter strengths must be >= 0 and hue <= 0.5, "
-                              f"got {strengths}")
-        self.jitter_ranges = (_jitter_range(strengths[0], 1.0, True),
-                              _jitter_range(strengths[1], 1.0, True),
-                              _jitter_range(strengths[2], 1.0, True),
-                              _jitter_range(strengths[3], 0.0, False))
-        self.grayscale_p = _prob(cfg, "grayscale.prob")
-        self.blur_p = _prob(cfg, "gaussian_blur.prob")
-        self.sigma = (float(select(cfg, "gaussian_blur.sigma_min", 0.1)),
-                      float(select(cfg, "gaussian_blur.sigma_max", 2.0)))
-        self.kernel_size = blur_kernel(self.size)
-        if self.blur_p > 0:
-            if not 0.0 < self.sigma[0] <= self.sigma[1]:
-                raise ConfigError(f"augmentations: need 0 < gaussian_blur.sigma_min <= sigma_max, "
-                                  f"got {self.sigma}")
-            if self.kernel_size // 2 >= self.size:
-                raise ConfigError(f"augmentations: crop_size {self.size} is too small to blur")
-        self.solarize_p = _prob(cfg, "solarization.prob")
-        self.equalize_p = _prob(cfg, "equalization.prob")
-        self.flip_p = _prob(cfg, "horizontal_flip.prob")
-        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def sample(self, batch: int, height: int, width: int, generator: torch.Generator) -> RecipeParams:
-        """All draws for a batch of ``batch`` images of ``height`` x ``width``.
-
-        The same fixed sequence of draws whatever the config (disabled ops draw too), so the stream
-        position depends only on how many batches and crops were sampled.
-        """
-        dev = torch.device(generator.device)
-        ranges = [r if r is not None else (0.0, 0.0) for r in self.jitter_ranges]
-        if self.rrc:
-            boxes = sample_crop_boxes(batch, height, width, self.scale, self.ratio, generator)
-        else:
-            sample_crop_boxes(batch, height, width, self.scale, self.ratio, generator)  # same stream
-            boxes = torch.tensor([[0, 0, height, width]], device=dev).expand(batch, 4).clone()
-        coins = torch.rand(6, batch, device=dev, generator=generator)
-        factors = torch.stack([_uniform((batch,), lo, hi, generator) for lo, hi in ranges], dim=1)
-        order = torch.rand(batch, 4, device=dev, generator=generator).argsort(dim=1)
-        sigma = _uniform((batch,), self.sigma[0], self.sigma[1], generator)
-        return RecipeParams(
-            boxes=boxes, jitter=coins[0] < self.jitter_p, jitter_factors=factors, jitter_order=order,
-            grayscale=coins[1] < self.grayscale_p, blur=coins[2] < self.blur_p, sigma=sigma,
-            solarize=coins[3] < self.solarize_p, equalize=coins[4] < self.equalize_p,
-            flip=coins[5] < self.flip_p)
-
-    def apply(self, x: torch.Tensor, p: RecipeParams) -> torch.Tensor:
-        """The crops of ``x`` (B, 3, H, W) uint8 under the parameters ``p``."""
+    def apply(self, x: torch.Tensor, uniforms: torch.Tensor) -> list[torch.Tensor]:
+        """The crops of ``x`` (B, 3, H, W) uint8 under ``uniforms`` (crops, B, DRAWS)."""
         _check_batch(x)
-        if self.rrc:
-            y = resized_crop(x, p.boxes, self.size, self.interpolation)
-        else:
-            y = resize_center_crop(x, self.size, self.interpolation)
-        if self.jitter_p > 0:
-            enabled = [r is not None for r in self.jitter_ranges]
-            y = _on_subset(y, p.jitter, lambda z, f, o: color_jitter(z, f, o, enabled),
-                           p.jitter_factors, p.jitter_order)
-        if self.grayscale_p > 0:
-            y = torch.where(p.grayscale.view(-1, 1, 1, 1), rgb_to_grayscale(y), y)
-        if self.blur_p > 0:
-            y = _on_subset(y, p.blur, lambda z, s: gaussian_blur(z, self.kernel_size, s), p.sigma)
-        if self.solarize_p > 0:
-            y = torch.where(p.solarize.view(-1, 1, 1, 1), solarize(y), y)
-        if self.equalize_p > 0:
-            y = _on_subset(y, p.equalize, equalize)
-        if self.flip_p > 0:
-            y = torch.where(p.flip.view(-1, 1, 1, 1), hflip(y), y)
-        return self._normalize(y)
+        if self._compiled is not None and self._warm:
+            return self._compiled(x, uniforms)
+        self._warm = True
+        return self._apply(x, uniforms)
 
-    def _normalize(self, y: torch.Tensor) -> torch.Tensor:
-        if y.device not in self._norm:
-            m = torch.tensor(self.mean, device=y.device).view(1, -1, 1, 1)
-            s = torch.tensor(self.std, device=y.device).view(1, -1, 1, 1)
-            self._norm[y.device] = (1.0 / (255.0 * s), m / s)
-        scale, shift = self._norm[y.device]
-        return y.mul(scale).sub_(shift).contiguous()
+    def _apply(self, x: torch.Tensor, uniforms: torch.Tensor) -> list[torch.Tensor]:
+        out: list[Optional[torch.Tensor]] = [None] * self.num_crops
+        for group in self.groups:
+            p = params(group, uniforms[list(group.crops)].to(x.device))
+            y = self._crop(x, group, p)
+            self._place(out, group, self.pixels(y, group, p))
+        return out  # type: ignore[return-value]
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def apply_images(self, images: Sequence[torch.Tensor],
+                     uniforms: torch.Tensor) -> list[torch.Tensor]:
+        """As ``apply`` for a list of uint8 (3, H_i, W_i) images of any sizes (the DataLoader
+        path): one batched pass when they share a size, else torchvision's resized crop per image
+        (the same boxes, the same fixed-point kernel) and the batched pixel stage."""
+        if len({tuple(im.shape) for im in images}) == 1:
+            return self.apply(torch.stack(list(images)), uniforms)
+        out: list[Optional[torch.Tensor]] = [None] * self.num_crops
+        dims = torch.tensor([im.shape[-2:] for im in images], dtype=torch.float64)
+        for group in self.groups:
+            p = params(group, uniforms[list(group.crops)])
+            if group.rrc:
+                boxes = crop_boxes(p.values[..., SCALE].flatten(0, 1),
+                                   p.values[..., LOG_RATIO].flatten(0, 1),
+                                   p.values[..., OFFSET].flatten(0, 1),
+                                   dims[:, 0].repeat(len(group.crops)),
+                                   dims[:, 1].repeat(len(group.crops))).tolist()
+                crops = [TF.resized_crop(images[i % len(images)], *box, [group.size] * 2,
+                                         interpolation=TF.InterpolationMode(group.interpolation),
+                                         antialias=True) for i, box in enumerate(boxes)]
+            else:
+                crops = [resize_center_crop(im, group.size, group.interpolation)
+                         for im in images] * len(group.crops)
+            y = torch.stack(crops).view(len(group.crops), len(images), 3, group.size,
+                                        group.size).float()
+            self._place(out, group, self.pixels(y, group, p))
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _place(out: list[Optional[torch.Tensor]], group: CropGroup, crops: torch.Tensor) -> None:
+        for slot, crop in zip(group.crops, crops.unbind(0)):
+            out[slot] = crop
+
+    @staticmethod
+    def _crop(x: torch.Tensor, group: CropGroup, p: Params) -> torch.Tensor:
+        """(G, B, 3, S, S) float32 grey levels."""
+        if not group.rrc:
+            return resize_center_crop(x, group.size, group.interpolation).expand(
+                len(group.crops), *x.shape[:2], group.size, group.size)
+        boxes = crop_boxes(p.values[..., SCALE].flatten(0, 1), p.values[..., LOG_RATIO].flatten(0, 1),
+                           p.values[..., OFFSET].flatten(0, 1), x.shape[-2], x.shape[-1])
+        return resized_crop(x, boxes.view(*p.coins.shape[:2], 4), group.size, group.interpolation)
+
+    def pixels(self, y: torch.Tensor, group: CropGroup, p: Params) -> torch.Tensor:
+        """Everything after the crop, on (G, B, 3, S, S) grey levels: jitter, grayscale, blur,
+        solarization, equalization, flip, normalisation."""
+        shape = y.shape
+        y = y.reshape(-1, *shape[2:])
+        coins = p.coins.reshape(-1, 6)
+        values = p.values.reshape(-1, DRAWS)
+        uses = group.uses
+        if uses["jitter"]:
+            y = color_jitter(y, p.factors.reshape(-1, 4), p.order.reshape(-1, 4))
+        if uses["gray"]:
+            y = torch.where(coins[:, 1].view(-1, 1, 1, 1), rgb_to_grayscale(y), y)
+        if uses["blur"]:
+            kernels = gaussian_kernels(group.recipes[0].kernel_size, values[:, SIGMA])
+            delta = torch.zeros_like(kernels)
+            delta[:, kernels.shape[1] // 2] = 1.0
+            y = blur_with(y, blur_matrices(torch.where(coins[:, 2:3], kernels, delta), shape[-1]))
+        if uses["solarize"]:
+            y = torch.where(coins[:, 3].view(-1, 1, 1, 1) & (y >= 128.0), 255.0 - y, y)
+        if uses["equalize"]:
+            y = torch.where(coins[:, 4].view(-1, 1, 1, 1), equalize(y), y)
+        if uses["flip"]:
+            y = torch.where(coins[:, 5].view(-1, 1, 1, 1), y.flip(-1), y)
+        scale, shift = _norm(self.recipe.mean, self.recipe.std, y.device)
+        return y.view(shape).mul(scale).sub_(shift)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
         _check_batch(x)
         _check_generator(generator, x.device)
-        return self.apply(x, self.sample(x.shape[0], x.shape[2], x.shape[3], generator))
+        return self.apply(x, self.draw(x.shape[0], generator))
 
     def __repr__(self) -> str:
-        return (f"BatchedRecipe(size={self.size}, rrc={self.rrc}, scale={self.scale}, "
-                f"ratio={self.ratio}, {self.interpolation}, jitter={self.jitter_p}, "
-                f"grayscale={self.grayscale_p}, blur={self.blur_p}, solarize={self.solarize_p}, "
-                f"equalize={self.equalize_p}, flip={self.flip_p})")
+        return "\n".join(f"{e.num_crops} x {e}" for e in self.recipe.entries)
+
+
+@tabulated
+def _norm(mean: tuple[float, ...], std: tuple[float, ...],
+          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    m = torch.tensor(mean, device=device).view(-1, 1, 1)
+    s = torch.tensor(std, device=device).view(-1, 1, 1)
+    return 1.0 / (255.0 * s), m / s
 
 
 def _check_batch(x: torch.Tensor) -> None:
@@ -610,40 +659,11 @@ def _check_batch(x: torch.Tensor) -> None:
         raise TypeError(f"expected a uint8 batch (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
 
 
-class BatchedMultiCrop:
-    """The whole ``augmentations`` list: ``mc(x, generator)`` -> the crops of every entry, in order.
-
-    Same order as ``augmentations.MultiCrop``: ``num_crops`` crops of the first entry, then of the
-    second, and so on.
-    """
-
-    def __init__(self, augmentations: Sequence[AugConfig], mean: Sequence[float],
-                 std: Sequence[float]) -> None:
-        self.recipes = [BatchedRecipe(a, mean, std) for a in augmentations]
-        if not self.recipes:
-            raise ConfigError("augmentations: the list is empty")
-
-    @property
-    def num_crops(self) -> int:
-        return sum(r.num_crops for r in self.recipes)
-
-    def _crops(self) -> list[BatchedRecipe]:
-        return [r for r in self.recipes for _ in range(r.num_crops)]
-
-    def sample(self, batch: int, height: int, width: int,
-               generator: torch.Generator) -> list[RecipeParams]:
-        return [r.sample(batch, height, width, generator) for r in self._crops()]
-
-    def apply(self, x: torch.Tensor, params: Sequence[RecipeParams]) -> list[torch.Tensor]:
-        crops = self._crops()
-        if len(params) != len(crops):
-            raise ValueError(f"expected parameters for {len(crops)} crops, got {len(params)}")
-        return [r.apply(x, p) for r, p in zip(crops, params)]
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
-        _check_batch(x)
-        _check_generator(generator, x.device)
-        return self.apply(x, self.sample(x.shape[0], x.shape[2], x.shape[3], generator))
-
-    def __repr__(self) -> str:
-        return "\n".join(f"{r.num_crops} x {r}" for r in self.recipes)
+def _check_generator(generator: torch.Generator, device: torch.device) -> None:
+    """The generator must live where the batch lives: draws happen on that device, no copies."""
+    gdev = torch.device(generator.device)
+    same = gdev.type == device.type and (
+        gdev.index is None or device.index is None or gdev.index == device.index)
+    if not same:
+        raise ValueError(f"generator is on {gdev} but the batch is on {device}; create it with "
+                         f"torch.Generator(device=batch.device)")

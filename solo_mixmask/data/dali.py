@@ -31,9 +31,9 @@ from omegaconf import DictConfig
 
 from ..config.loading import select
 from ..errors import ConfigError, DataError
-from .augmentations import blur_kernel
 from .datasets import ImageList, fraction_indices, scan_image_folder
-from .loaders import check_images, dataset_stats
+from .loaders import check_images
+from .recipe import blur_kernel, dataset_stats
 
 DALI_MISSING = "data.format=dali needs NVIDIA DALI: pip install 'solo-mixmask[dali]'"
 

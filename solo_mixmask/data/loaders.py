@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
+import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from ..config.loading import select
 from ..errors import DataError
-from .augmentations import build_eval_transform, build_pretrain_transform
+from .augmentations import build_eval_transform
+from .batched import DRAWS, BatchedMultiCrop
 from .datasets import (
     IMG_EXTENSIONS,
     ImageDataset,
@@ -23,16 +25,37 @@ from .datasets import (
     verify_images,
 )
 from .info import DATASETS
+from .recipe import Recipe, dataset_stats
 from .sampling import EpochSampler, ResumableLoader
 
 
-def dataset_stats(cfg: DictConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Normalisation mean/std: the dataset's, overridable per config (``data.mean``/``data.std``)."""
-    info = DATASETS[cfg.data.dataset]
-    aug0 = cfg.augmentations[0] if select(cfg, "augmentations") else {}
-    mean = select(cfg, "data.mean") or (aug0.get("mean") if aug0 else None) or info.mean
-    std = select(cfg, "data.std") or (aug0.get("std") if aug0 else None) or info.std
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+class DrawPerSample:
+    """The pretraining dataset's transform: the decoded image and the uniforms of its crops, drawn
+    from the sample's own generator (``sampling.py``), so the crops depend only on the seed, the
+    epoch and the index. The recipe itself runs on the batch, in ``RecipeCollate``."""
+
+    def __init__(self, num_crops: int) -> None:
+        self.num_crops = int(num_crops)
+
+    def __call__(self, img: torch.Tensor,
+                 g: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return img, torch.rand(self.num_crops, DRAWS, dtype=torch.float64, generator=g)
+
+
+class RecipeCollate:
+    """A DataLoader worker's collate function: ``(index, (image, uniforms), target)`` samples to
+    ``[indexes, [crop_1..crop_n], targets]``, every crop made by the batched recipe."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.crops = BatchedMultiCrop(recipe)
+
+    def __call__(self, samples: Sequence[tuple[int, tuple[torch.Tensor, torch.Tensor], int]]
+                 ) -> list[Any]:
+        indexes = torch.tensor([s[0] for s in samples], dtype=torch.long)
+        images = [s[1][0] for s in samples]
+        uniforms = torch.stack([s[1][1] for s in samples], 1)  # (crops, B, DRAWS)
+        targets = torch.tensor([s[2] for s in samples], dtype=torch.long)
+        return [indexes, self.crops.apply_images(images, uniforms), targets]
 
 
 def build_dataset(cfg: DictConfig, path: str, train: bool, transform: Optional[Callable],
@@ -128,8 +151,7 @@ def close_loaders(*loaders: object) -> None:
 def build_pretrain_dataset(cfg: DictConfig) -> tuple[Dataset, list[int]]:
     """The training dataset and the indices a run trains on (all, or the ``data.fraction``
     subset)."""
-    mean, std = dataset_stats(cfg)
-    transform = build_pretrain_transform(cfg.augmentations, mean, std)
+    transform = DrawPerSample(Recipe.from_config(cfg).num_crops)
     ds = build_dataset(cfg, cfg.data.train_path, True, transform, no_labels=cfg.data.no_labels)
     indices = list(range(len(ds)))
     fraction = float(cfg.data.fraction)
@@ -151,7 +173,8 @@ def build_pretrain_loader(cfg: DictConfig, data: tuple[Dataset, list[int]],
     dataset, indices = data
     sampler = EpochSampler(indices, int(cfg.optimizer.batch_size), seed=int(cfg.seed))
     return ResumableLoader(dataset, batch_size=int(cfg.optimizer.batch_size), sampler=sampler,
-                           drop_last=True, **loader_kwargs(cfg, gpu))
+                           drop_last=True, collate_fn=RecipeCollate(Recipe.from_config(cfg)),
+                           **loader_kwargs(cfg, gpu))
 
 
 def build_eval_loader(cfg: DictConfig, path: str, train: bool, gpu: bool,

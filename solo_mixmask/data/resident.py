@@ -39,7 +39,10 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .datasets import ImageList
+from .batched import BatchedMultiCrop
+from .datasets import ImageList, fraction_indices
+from .loaders import image_source
+from .recipe import Recipe
 from .sampling import EpochSampler, mix_seed
 
 #: Default of ``data.device.max_bytes``: N*H*W*3 uint8 values (= bytes on the device), 4 GB.
@@ -613,8 +616,6 @@ class ResidentEvalLoader:
 
 # ----------------------------------------------------------------------------- from a config
 def _arrays(cfg: Any, path: str, train: bool, no_labels: bool = False) -> ResidentArrays:
-    from .loaders import image_source
-
     dev = cfg.data.device
     source = image_source(cfg, path, train, no_labels)
     return load_or_decode(source, dev.cache_dir, dev.size, workers=dev.decode_workers,
@@ -627,11 +628,8 @@ def build_device_loaders(cfg: Any, gpu: bool) -> tuple[ResidentLoader, Optional[
     """``data.format: device``: the training loader, the validation loader (None without labelled
     validation data) and the clean KNN bank (None unless ``knn_eval.bank: clean``), all reading
     images held on the training device; the bank shares the training images' tensor."""
-    from .batched import BatchedMultiCrop
-    from .datasets import fraction_indices
-    from .loaders import dataset_stats
-
-    mean, std = dataset_stats(cfg)
+    recipe = Recipe.from_config(cfg)
+    mean, std = recipe.mean, recipe.std
     device = None if gpu else torch.device("cpu")
     train = _arrays(cfg, str(cfg.data.train_path), True, bool(cfg.data.no_labels))
     images = DeviceImages(train.images, train.targets, device)
@@ -642,8 +640,9 @@ def build_device_loaders(cfg: Any, gpu: bool) -> tuple[ResidentLoader, Optional[
     if len(rows) < batch:
         raise DataError(f"{cfg.data.train_path} has {len(rows)} images, fewer than one batch "
                         f"(optimizer.batch_size={batch})")
-    loader = ResidentLoader(images, batch, BatchedMultiCrop(cfg.augmentations, mean, std),
-                            seed=int(cfg.seed), rows=rows)
+    loader = ResidentLoader(images, batch, BatchedMultiCrop(
+        recipe, "inductor" if cfg.performance.compile_augmentations else None),
+        seed=int(cfg.seed), rows=rows)
     crop = int(cfg.augmentations[0].crop_size)
     val = bank = None
     if cfg.data.val_path and not cfg.data.no_labels:

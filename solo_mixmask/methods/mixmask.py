@@ -13,7 +13,7 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.loaders import dataset_stats
+from ..data.recipe import dataset_stats
 from ..mixmask import Branches, parse_branch_cfg
 from ..mixmask.branches import BranchKwargs
 from ..utils.distributed import rank
