@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from device_env import REPO, commit
+from device_env import REPO, BadInput, commit, run_main
 from omegaconf import OmegaConf
 
 DEFAULT_PLAN = REPO / "benchmarks" / "reproduce.yaml"
@@ -197,12 +197,19 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
     return summary
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one ``error:`` line and exit code 2 (``run_main``)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise BadInput(message)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Options, plus ``key=value`` config overrides wherever they stand: after ``--seed 0`` an
     override would otherwise be read as one more seed."""
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--config", default=str(DEFAULT_PLAN),
                    help="the plan: reproduce.yaml (solo-learn-style recipes) or "
                    "reproduce_paper.yaml (the paper's CIFAR MoCo protocol)")
@@ -226,23 +233,56 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def check_plan(args) -> object:
+    """The plan and every run's config, validated before anything is unpacked or written: a
+    missing or unreadable plan, an unknown method or variant, a bad override are one error line."""
+    from solo_mixmask.config.pretrain import parse_pretrain_cfg
+    from solo_mixmask.errors import SoloMixMaskError, one_line
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise BadInput(f"--config {args.config}: no such plan file")
+    try:
+        plan = OmegaConf.load(path)
+    except Exception as exc:  # noqa: BLE001 - YAML syntax errors of every kind
+        raise BadInput(f"--config {args.config}: not a readable YAML plan "
+                       f"({str(exc).splitlines()[0]})") from None
+    for key in ("methods", "variants", "budget", "data"):
+        if key not in plan:
+            raise BadInput(f"--config {args.config}: the plan has no '{key}' section")
+    for method in args.method:
+        if method not in plan.methods:
+            raise BadInput(f"unknown method {method!r}: {list(plan.methods)}")
+    for variant in args.variant:
+        if variant not in plan.variants:
+            raise BadInput(f"unknown variant {variant!r}: {list(plan.variants)}")
+    work = Path(args.work) / "data"
+    for method in args.method:
+        for variant in args.variant:
+            cfg = pretrain_config(plan, method, variant, args.seed[0], work / "train",
+                                  work / "test", Path(args.work), args.overrides)
+            try:
+                parse_pretrain_cfg(cfg)
+            except SoloMixMaskError as exc:
+                raise BadInput(one_line(exc)) from None
+    return plan
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
-            args.error(f"--threads {args.threads}: give 1 or more")
+            raise BadInput(f"--threads {args.threads}: give 1 or more")
         import torch
 
         torch.set_num_threads(args.threads)
-    plan = OmegaConf.load(args.config)
+    plan = check_plan(args)
     for method in args.method:
         for variant in args.variant:
-            if variant not in plan.variants:
-                args.error(f"unknown variant {variant!r}: {list(plan.variants)}")
             for seed in args.seed:
                 run_one(plan, method, variant, seed, args)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

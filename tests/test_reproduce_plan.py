@@ -4,6 +4,7 @@ pretraining config of that variant, and variants differ only in their method_kwa
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 from omegaconf import OmegaConf
@@ -43,10 +44,29 @@ def test_overrides_reach_the_branch(tmp_path):
     assert cfg["method_kwargs"]["mixmask"]["grid"] == 4
 
 
-def test_unknown_variant_is_refused(capsys):
-    with pytest.raises(SystemExit):
-        reproduce.main(["--variant", "cutout"])
-    assert "unknown variant 'cutout'" in capsys.readouterr().err
+@pytest.mark.parametrize("argv,message", [
+    (["--variant", "cutout"], "unknown variant 'cutout'"),
+    (["--method", "byolx"], "unknown method 'byolx'"),
+    (["--config", "no-such-plan.yaml"], "no such plan file"),
+    (["--config", "README.md"], "not a readable YAML plan"),
+    (["--resum"], "unrecognized arguments: --resum"),  # no prefix matching to --resume
+    (["max_epochz=3"], "unknown key 'max_epochz'"),
+])
+def test_bad_input_is_refused_before_anything_is_unpacked(argv, message, tmp_path):
+    work = tmp_path / "work"
+    with pytest.raises(reproduce.BadInput, match=message):
+        reproduce.main([*argv, "--work", str(work)])
+    assert not work.exists()
+
+
+def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path):
+    import subprocess
+
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--method",
+                          "byolx", "--work", str(tmp_path / "w")], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        "error: unknown method 'byolx': ['mocov2plus', 'byol']"]
 
 
 def test_overrides_after_a_list_option_are_not_seeds():
@@ -62,11 +82,10 @@ def test_threads_option_sets_torch_threads_and_refuses_zero(capsys):
     before = torch.get_num_threads()
     args = reproduce.parse_args(["--seed", "1", "--threads", "1", "max_epochs=2"])
     assert args.threads == 1 and args.seed == [1] and args.overrides == ["max_epochs=2"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(reproduce.BadInput, match="--threads 0"):
         reproduce.main(["--threads", "0"])
-    assert "--threads 0" in capsys.readouterr().err
     try:
-        with pytest.raises(SystemExit):  # threads are set before the variant check refuses
+        with pytest.raises(reproduce.BadInput):  # threads are set before the variant check refuses
             reproduce.main(["--threads", "1", "--variant", "cutout"])
         assert torch.get_num_threads() == 1
     finally:
