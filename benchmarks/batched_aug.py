@@ -27,12 +27,13 @@ image, random resized crop, colour jitter, grayscale, solarization on the second
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -45,6 +46,7 @@ from torchvision.io import ImageReadMode, decode_jpeg  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
 from solo_mixmask.config.schema import AugmentationConfig  # noqa: E402
+from solo_mixmask.data import batched  # noqa: E402
 from solo_mixmask.data.batched import BatchedMultiCrop  # noqa: E402
 from solo_mixmask.data.info import DATASETS  # noqa: E402
 from solo_mixmask.data.npz import load_npz, shared_data_dir  # noqa: E402
@@ -113,12 +115,25 @@ class OpCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@contextlib.contextmanager
+def accelerator_form() -> Iterator[None]:
+    """Runs the recipe's dense form (what an accelerator runs) on the CPU too."""
+    before = batched.DENSE_DEVICE_TYPES
+    batched.DENSE_DEVICE_TYPES = (*before, "cpu")
+    try:
+        yield
+    finally:
+        batched.DENSE_DEVICE_TYPES = before
+
+
 def eager_ops(mc: BatchedMultiCrop, x: torch.Tensor) -> Counter[str]:
+    """The ops of the form an accelerator runs (dense), counted wherever ``x`` is."""
     uniforms = mc.draw(x.shape[0], torch.Generator(device=x.device).manual_seed(0))
-    mc.apply(x, uniforms)  # tables built outside the count
-    with OpCount() as count:
-        mc.draw(x.shape[0], torch.Generator(device=x.device).manual_seed(1))
-        mc.apply(x, uniforms)
+    with accelerator_form():
+        mc.apply(x, uniforms)  # tables built outside the count
+        with OpCount() as count:
+            mc.draw(x.shape[0], torch.Generator(device=x.device).manual_seed(1))
+            mc.apply(x, uniforms)
     return count.ops
 
 
@@ -136,7 +151,7 @@ def compiled_ops(mc: BatchedMultiCrop, x: torch.Tensor, inductor: bool) -> dict[
         return gm.forward
 
     torch._dynamo.reset()
-    out = torch.compile(mc.apply, fullgraph=True, dynamic=False,
+    out = torch.compile(mc._apply, fullgraph=True, dynamic=False,
                         backend=aot_autograd(fw_compiler=count))(x, uniforms)
     result: dict[str, Any] = {"graph_ops": sum(nodes), "graphs": len(nodes),
                               "equal": all(torch.equal(a, b) for a, b in zip(out, ref))}
@@ -145,7 +160,7 @@ def compiled_ops(mc: BatchedMultiCrop, x: torch.Tensor, inductor: bool) -> dict[
 
         torch._dynamo.reset()
         metrics.reset()
-        fn = torch.compile(mc.apply, fullgraph=True, dynamic=False)
+        fn = torch.compile(mc._apply, fullgraph=True, dynamic=False)
         start = time.perf_counter()
         out = fn(x, uniforms)
         result["inductor_kernels"] = metrics.generated_kernel_count
@@ -231,7 +246,8 @@ def main() -> None:
     ops = eager_ops(mc, images[:args.batch].to(device))
     print(f"eager ops per two-crop batch: {sum(ops.values())} "
           f"({', '.join(f'{k} {v}' for k, v in ops.most_common(8))}, ...)")
-    c = compiled_ops(mc, images[:args.batch].to(device), args.inductor)
+    with accelerator_form():
+        c = compiled_ops(mc, images[:args.batch].to(device), args.inductor)
     print(f"compiled (fullgraph=True): {c['graphs']} graph, {c['graph_ops']} aten ops, "
           f"same crops as eager: {c['equal']}"
           + (f"; inductor: {c['inductor_kernels']} kernels in {c['inductor_compile_s']} s, "

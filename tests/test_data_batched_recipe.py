@@ -577,10 +577,12 @@ def test_bad_batches():
             mc(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.Generator(device="cuda"))
 
 
-def test_apply_compiles_as_one_graph_and_gives_the_same_crops(cifar):
-    """``torch.compile(fullgraph=True, dynamic=False)`` accepts ``apply`` (no graph break, no host
-    synchronisation: either would fail the capture) and the compiled crops equal the eager ones.
-    The AOT-eager backend traces what inductor would receive without generating code."""
+def test_apply_compiles_as_one_graph_and_gives_the_same_crops(cifar, monkeypatch):
+    """``torch.compile(fullgraph=True, dynamic=False)`` accepts ``apply`` in the form accelerators
+    run (no graph break, no host synchronisation: either would fail the capture) and the compiled
+    crops equal the eager ones. The AOT-eager backend traces what inductor would receive without
+    generating code."""
+    monkeypatch.setattr(B, "DENSE_DEVICE_TYPES", ("cpu",))
     entries = tuple(CropRecipe.from_config(OmegaConf.merge(OmegaConf.structured(AugmentationConfig),
                                                            a))
                     for a in OmegaConf.load(AUG_DIR / "asymmetric.yaml"))
@@ -591,3 +593,22 @@ def test_apply_compiles_as_one_graph_and_gives_the_same_crops(cifar):
         u = eager.draw(len(x), gen(seed))
         assert all(torch.equal(a, b) for a, b in zip(compiled.apply(x, u), eager.apply(x, u)))
     assert compiled._warm
+
+
+def test_cpu_form_and_accelerator_form_make_the_same_crops(cifar, imagenette, monkeypatch):
+    """The CPU runs tap sums, subsets and chunks; accelerators the dense matrix products and
+    whole-batch ops with identity coefficients. Forced onto the CPU, the dense form gives the same
+    crops: bit for bit, except the blur (float32 shifted adds against float64 products, and taps
+    beyond 5 sigma left out on the CPU), within one level on a few pixels."""
+    r = recipe(entry(color_jitter__prob=0.8, grayscale__prob=0.2, solarization__prob=0.2,
+                     equalization__prob=0.1, horizontal_flip__prob=0.5, num_crops=2),
+               entry(gaussian_blur__prob=0.5, crop_size=24))
+    for x in (cifar[:64], imagenette[:6]):
+        mc = B.BatchedMultiCrop(r)
+        u = mc.draw(len(x), gen(4))
+        cpu = mc.apply(x, u)
+        monkeypatch.setattr(B, "DENSE_DEVICE_TYPES", ("cpu",))
+        accelerator = mc.apply(x, u)
+        monkeypatch.undo()
+        assert torch.equal(cpu[0], accelerator[0]) and torch.equal(cpu[1], accelerator[1])
+        assert_levels(denorm(cpu[2]), denorm(accelerator[2]), 2e-3)
