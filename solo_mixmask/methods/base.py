@@ -72,6 +72,8 @@ class BaseMethod(pl.LightningModule):
             perf == "auto" and str(select(cfg, "accelerator", "auto")) in ("gpu", "cuda")))
         self.knn_on = bool(select(cfg, "knn_eval.enabled", False)) and select(
             cfg, "knn_eval.bank", "crops") == "crops"
+        #: every training target is -1 (``data.no_labels``): the online KNN keeps no crops
+        self.no_labels = bool(select(cfg, "data.no_labels", False))
         self._knn_train: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._knn_test: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._val_outputs: list[dict[str, torch.Tensor]] = []
@@ -165,23 +167,30 @@ class BaseMethod(pl.LightningModule):
         logs.update({"train_class_loss": cls_loss.detach(), "train_acc1": acc1})
         self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True)
         self.log_dict(logs, on_step=True, on_epoch=True)
-        if self.knn_on and self._knn_epoch():
-            keep = targets != -1
-            self._knn_train.append((self._knn_view(feats[0])[keep], targets[keep]))
+        if self.knn_on and self._knn_epoch() and not self.no_labels:
+            # unlabeled rows (-1) are dropped at the epoch's end: a boolean index has a
+            # data-dependent size, which the host would have to wait for every step
+            self._knn_train.append((self._knn_view(feats[0]), targets))
         return loss + cls_loss
+
+    @staticmethod
+    def _labeled(feats: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = targets != -1
+        return feats[keep], targets[keep]
 
     def _classifier_step(self, feats: list[torch.Tensor],
                          targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy and top-1 accuracy over the labeled rows (0 and 0 when there are none),
+        with no value read back to the host: the mean over the labeled rows is their sum over
+        their count, which is how ``cross_entropy`` with ``ignore_index`` averages."""
         f = torch.cat([x.detach() for x in feats])
         y = targets.repeat(len(feats))
         logits = self.classifier(f)
-        if (y == -1).all():
-            zero = logits.sum() * 0.0
-            return zero, zero.detach()
-        loss = F.cross_entropy(logits, y, ignore_index=-1)
         keep = y != -1
-        acc1 = (logits[keep].argmax(1) == y[keep]).float().mean()
-        return loss, acc1
+        count = keep.sum().clamp_min(1)
+        loss = F.cross_entropy(logits, y, ignore_index=-1, reduction="sum") / count
+        acc1 = ((logits.argmax(1) == y) & keep).float().sum() / count
+        return loss, acc1.detach()
 
     # ------------------------------------------------------------------- KNN
     def project(self, feats: torch.Tensor) -> torch.Tensor:
@@ -226,8 +235,8 @@ class BaseMethod(pl.LightningModule):
                            "val_acc5": total["acc5"] / n * 100}, sync_dist=True)
         self._val_outputs.clear()
         if self._knn_train and self._knn_test:
-            tr_f = torch.cat([f for f, _ in self._knn_train])
-            tr_y = torch.cat([y for _, y in self._knn_train])
+            tr_f, tr_y = self._labeled(torch.cat([f for f, _ in self._knn_train]),
+                                       torch.cat([y for _, y in self._knn_train]))
             te_f = torch.cat([f for f, _ in self._knn_test])
             te_y = torch.cat([y for _, y in self._knn_test])
             distance = str(select(self.cfg, "knn_eval.distance_func", "euclidean"))
@@ -314,5 +323,7 @@ class BaseMomentumMethod(BaseMethod):
             tau = self.current_tau()
             for online, target in self.momentum_pairs:
                 ema_update(online, target, tau)
-            self.log("tau", tau, on_step=True, on_epoch=False)
+            # a tensor filled on the device: Lightning would copy a Python float there, blocking
+            self.log("tau", torch.full((), tau, dtype=torch.get_default_dtype(), device=self.device),
+                     on_step=True, on_epoch=False)
         self._last_step = step

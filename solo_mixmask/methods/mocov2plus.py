@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..losses.mocov2plus import mocov2plus_loss_func
 from ..utils import distributed as dist
 from ..utils.momentum import copy_params
+from ..utils.transfer import host_to_device
 from .base import BaseMomentumMethod
 from .heads import mlp
 
@@ -94,9 +95,25 @@ class MoCoV2Plus(BaseMomentumMethod):
         queue = F.normalize(torch.randn(num_queues, int(kw.proj_output_dim), int(kw.queue_size)),
                             dim=1)
         self.register_buffer("queue", queue)
+        # the pointer lives on the host (``queue_position``); the buffer mirrors it for checkpoints
+        # and solo-learn's layout, and is written each step but never read back while training
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self._queue_position = 0
         self._shuffle_gen = torch.Generator()
         self._shuffle_step = -1
+
+    @property
+    def queue_position(self) -> int:
+        """Where the next keys go in the queue: the host copy of the ``queue_ptr`` buffer (reading
+        the buffer would make the host wait for the device every step)."""
+        return self._queue_position
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any, **kwargs: Any) -> None:
+        """Takes the host pointer from the loaded buffer (one read, when a checkpoint loads)."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if not self.queue_ptr.is_meta:
+            self._queue_position = int(self.queue_ptr)
 
     @property
     def bn_splits(self) -> int:
@@ -126,7 +143,7 @@ class MoCoV2Plus(BaseMomentumMethod):
         if self._shuffle_step != step:
             self._shuffle_gen.manual_seed(mix_seed(int(self.cfg.seed), step))
             self._shuffle_step = step
-        return torch.randperm(n, generator=self._shuffle_gen).to(device, non_blocking=True)
+        return host_to_device(torch.randperm(n, generator=self._shuffle_gen), device)
 
     @torch.no_grad()
     def key(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,11 +200,12 @@ class MoCoV2Plus(BaseMomentumMethod):
     @torch.no_grad()
     def after_ssl_step(self, out: dict[str, Any]) -> None:
         """Enqueues this step's keys (from every rank), once all loss terms are computed."""
-        ptr = int(self.queue_ptr)
+        ptr = self._queue_position
         keys = [dist.gather_nograd(k) for k in out["keys"] if k is not None]
         if self.shared_queue:  # crop 1's keys, then crop 2's, into the one queue
             keys = [torch.cat(keys)]
         n = len(keys[-1])
         for q, k in zip(range(len(self.queue)) if len(keys) > 1 else [0], keys):
             self.queue[q, :, ptr:ptr + n] = k.T
-        self.queue_ptr[0] = (ptr + n) % self.queue.shape[-1]
+        self._queue_position = (ptr + n) % self.queue.shape[-1]
+        self.queue_ptr.fill_(self._queue_position)

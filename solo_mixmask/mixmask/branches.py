@@ -199,7 +199,9 @@ class Branches:
             score = self._scorer(c.unmix_targets, per_sample_loss, same_loss)
             loss, terms = two_term_loss(score, embed(mixed), lam, perm)
             total = loss
-            logs.update({"unmix_loss": loss.detach(), "unmix_lambda": lam,
+            # logged as a device tensor: Lightning would copy a Python float to the device
+            lam_log = torch.full((), lam, dtype=torch.get_default_dtype(), device=x.device)
+            logs.update({"unmix_loss": loss.detach(), "unmix_lambda": lam_log,
                          "unmix_main": terms["main"], "unmix_fill": terms["fill"]})
         if c.mixmask:
             mask, lam = sample_masks(c.pattern, c.grid, c.ratio, tuple(x.shape[-2:]), n,

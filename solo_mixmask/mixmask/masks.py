@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..utils.transfer import host_to_device
+
 Ratio = Union[float, tuple[float, float]]
 
 
@@ -102,8 +104,9 @@ def sample_grids(pattern: str, grid: int, ratio: Ratio, count: int,
 
 def upsample(grids: np.ndarray | torch.Tensor, size: tuple[int, int],
              device: Optional[torch.device] = None) -> torch.Tensor:
-    """Nearest upsampling of ``(m, g, g)`` grids to a boolean ``(m, 1, H, W)`` pixel mask."""
-    g = torch.as_tensor(grids, device=device).to(torch.float32)[:, None]
+    """Nearest upsampling of ``(m, g, g)`` grids to a boolean ``(m, 1, H, W)`` pixel mask (the
+    host grids reach the device without a blocking copy)."""
+    g = host_to_device(grids, device).to(torch.float32)[:, None]
     return F.interpolate(g, size=size, mode="nearest") > 0.5
 
 

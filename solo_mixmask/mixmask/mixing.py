@@ -8,14 +8,17 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..utils.transfer import host_to_device
+
 
 def permutation(n: int, kind: str, rng: np.random.Generator,
                 device: Optional[torch.device] = None) -> torch.Tensor:
-    """``reverse`` (i -> n-1-i, the official code's flip) or a fresh ``random`` permutation."""
+    """``reverse`` (i -> n-1-i, the official code's flip) or a fresh ``random`` permutation (drawn
+    on the host, copied without a blocking transfer)."""
     if kind == "reverse":
         return torch.arange(n - 1, -1, -1, device=device)
     if kind == "random":
-        return torch.as_tensor(rng.permutation(n), device=device)
+        return host_to_device(rng.permutation(n), device)
     raise ValueError(f"unknown permutation {kind!r}")
 
 
@@ -64,9 +67,10 @@ def erase_fill(x: torch.Tensor, fill: str, mean: tuple[float, ...], std: tuple[f
     if fill == "mean":
         return torch.zeros((), dtype=x.dtype, device=x.device)
     if fill == "zero":
-        m = torch.tensor(mean, dtype=x.dtype, device=x.device)
-        s = torch.tensor(std, dtype=x.dtype, device=x.device)
-        return (-m / s).view(1, -1, 1, 1)
+        # computed on the host: a tensor built from Python values on the device is a blocking copy
+        m = torch.tensor(mean, dtype=x.dtype)
+        s = torch.tensor(std, dtype=x.dtype)
+        return host_to_device(-m / s, x.device).view(1, -1, 1, 1)
     if fill == "noise":
         return torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
     raise ValueError(f"unknown erase fill {fill!r}")
