@@ -607,6 +607,12 @@ class Params:
     def order(self) -> torch.Tensor:
         return self.values[..., ORDER].argsort(dim=-1)
 
+    def boxes(self, height: Any, width: Any) -> torch.Tensor:
+        """(G, B, 4) crop boxes for images of ``height`` x ``width`` (ints, or (G * B,) tensors)."""
+        v = self.values.flatten(0, 1)
+        boxes = crop_boxes(v[:, SCALE], v[:, LOG_RATIO], v[:, OFFSET], height, width)
+        return boxes.view(*self.values.shape[:2], 4)
+
 
 def params(group: CropGroup, uniforms: torch.Tensor) -> Params:
     low, width, prob = group.ranges(uniforms.device)
@@ -667,11 +673,8 @@ class BatchedMultiCrop:
         for group in self.groups:
             p = params(group, uniforms[list(group.crops)])
             if group.rrc:
-                boxes = crop_boxes(p.values[..., SCALE].flatten(0, 1),
-                                   p.values[..., LOG_RATIO].flatten(0, 1),
-                                   p.values[..., OFFSET].flatten(0, 1),
-                                   dims[:, 0].repeat(len(group.crops)),
-                                   dims[:, 1].repeat(len(group.crops))).tolist()
+                boxes = p.boxes(dims[:, 0].repeat(len(group.crops)),
+                                dims[:, 1].repeat(len(group.crops))).view(-1, 4).tolist()
                 crops = [TF.resized_crop(images[i % len(images)], *box, [group.size] * 2,
                                          interpolation=TF.InterpolationMode(group.interpolation),
                                          antialias=True) for i, box in enumerate(boxes)]
@@ -694,9 +697,7 @@ class BatchedMultiCrop:
         if not group.rrc:
             return resize_center_crop(x, group.size, group.interpolation).expand(
                 len(group.crops), *x.shape[:2], group.size, group.size)
-        boxes = crop_boxes(p.values[..., SCALE].flatten(0, 1), p.values[..., LOG_RATIO].flatten(0, 1),
-                           p.values[..., OFFSET].flatten(0, 1), x.shape[-2], x.shape[-1])
-        return resized_crop(x, boxes.view(*p.coins.shape[:2], 4), group.size, group.interpolation)
+        return resized_crop(x, p.boxes(x.shape[-2], x.shape[-1]), group.size, group.interpolation)
 
     def pixels(self, y: torch.Tensor, group: CropGroup, p: Params) -> torch.Tensor:
         """Everything after the crop, on (G, B, 3, S, S) grey levels: jitter, grayscale, blur,
