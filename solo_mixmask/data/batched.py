@@ -38,6 +38,7 @@ bit-identical; hue and blur differ by one grey level on a few pixels in 100,000.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,23 +86,27 @@ def crop_boxes(scale: torch.Tensor, log_ratio: torch.Tensor, offset: torch.Tenso
     ``offset`` (N, 2) in [0, 1) places the box. ``height``/``width``: ints, or (N,) tensors for
     images of several sizes. The first try whose rounded box fits wins (v2 computes in double with
     Python's half-to-even ``round``, which ``torch.round`` is); with none, v2's central fallback.
+    Every try's box is computed and the fallback appended as an eleventh, so one gather picks.
     """
-    dims = torch.stack(torch.broadcast_tensors(torch.as_tensor(height, dtype=torch.float64),
-                                               torch.as_tensor(width, dtype=torch.float64)), -1)
-    dims = dims.to(scale.device).reshape(-1, 1, 2)  # (N or 1, 1, [H, W])
-    target = scale * (dims[..., 0] * dims[..., 1])
+    if isinstance(height, int) and isinstance(width, int):
+        dims, fallback = _image_dims(height, width, scale.device)
+        area: Any = float(height * width)
+    else:
+        dims = torch.stack(torch.broadcast_tensors(torch.as_tensor(height, dtype=torch.float64),
+                                                   torch.as_tensor(width, dtype=torch.float64)),
+                           -1).to(scale.device).reshape(-1, 1, 2)
+        fallback, area = _fallback_box(dims), dims[..., 0] * dims[..., 1]
+    target = scale * area
     aspect = log_ratio.exp()
     hw = torch.stack([target / aspect, target * aspect], -1).sqrt_().round_()  # (N, tries, [h, w])
-    fits = ((hw >= 1) & (hw <= dims)).all(-1)
-    first = torch.where(fits, _tries(fits.device), CROP_TRIES).amin(1, keepdim=True)
-    found = first < CROP_TRIES
-    hw = hw.gather(1, first.clamp(max=CROP_TRIES - 1).unsqueeze(-1).expand(-1, 1, 2)).squeeze(1)
-    dims = dims.squeeze(1)
-    hw = torch.where(found, hw, _fallback(dims))
     room = dims - hw
-    corner = torch.minimum((offset * (room + 1)).floor_(), room)
-    corner = torch.where(found, corner, room.div(2).floor_())
-    return torch.cat([corner, hw], 1).to(torch.int64)
+    room1 = room + 1
+    fits = torch.minimum(hw, room1).amin(-1) >= 1  # 1 <= h <= H and 1 <= w <= W
+    corner = torch.minimum((offset.unsqueeze(1) * room1).floor_(), room)
+    boxes = torch.cat([torch.cat([corner, hw], -1), fallback.expand(len(hw), 1, 4)], 1)
+    first = torch.where(fits, _tries(fits.device), CROP_TRIES).amin(1)
+    picked = boxes.permute(2, 0, 1).gather(2, first.view(1, -1, 1).expand(4, -1, 1))
+    return picked.view(4, -1).to(torch.int64).t()  # column-major: resized_crop reads rows
 
 
 @tabulated
@@ -109,15 +114,24 @@ def _tries(device: torch.device) -> torch.Tensor:
     return torch.arange(CROP_TRIES, device=device)
 
 
-def _fallback(dims: torch.Tensor) -> torch.Tensor:
-    """v2's central fallback ``[h, w]`` after ten failed tries, for ``dims`` (N, [H, W])."""
+@tabulated
+def _image_dims(height: int, width: int,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[H, W]`` (1, 1, 2) and the fallback box (1, 1, 4) of one image size, as constants."""
+    dims = torch.tensor([[[height, width]]], dtype=torch.float64, device=device)
+    return dims, _fallback_box(dims)
+
+
+def _fallback_box(dims: torch.Tensor) -> torch.Tensor:
+    """v2's central box ``[top, left, h, w]`` after ten failed tries, for ``dims`` (N, 1, [H, W])."""
     h, w = dims.unbind(-1)
     ratio = w / h
     lo, hi = ASPECT_RATIO
     wide = torch.stack([h, (h * hi).round()], -1)
     tall = torch.stack([(w / lo).round(), w], -1)
-    return torch.where((ratio < lo).unsqueeze(-1), tall,
-                       torch.where((ratio > hi).unsqueeze(-1), wide, dims))
+    hw = torch.where((ratio < lo).unsqueeze(-1), tall,
+                     torch.where((ratio > hi).unsqueeze(-1), wide, dims))
+    return torch.cat([(dims - hw).div(2).floor_(), hw], -1)
 
 
 # ----------------------------------------------------------------------------------------- resize
@@ -178,59 +192,60 @@ def fixed_point_weights(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return (v + torch.where(v < 0, -0.5, 0.5)).trunc().to(torch.int32), p
 
 
-def _dense(index: torch.Tensor, weight: torch.Tensor, in_size: int) -> tuple[torch.Tensor,
-                                                                               torch.Tensor]:
-    """Dense fixed-point matrices ``(B, out, in_size)`` float64 and their ``2**-p`` (B,)."""
+def _dense(index: torch.Tensor, weight: torch.Tensor, in_size: int) -> torch.Tensor:
+    """Dense matrices ``(B, out, in_size)`` float64 of the fixed-point weights times ``2**-p``:
+    powers of two, so a product with integer grey levels is the integer sum scaled, exactly."""
     wint, p = fixed_point_weights(weight)
+    scaled = wint.to(torch.float64) * torch.exp2(-p.to(torch.float64)).view(-1, 1, 1)
     dense = torch.zeros(*index.shape[:2], in_size, dtype=torch.float64, device=index.device)
-    dense.scatter_add_(2, index, wint.to(torch.float64))
-    return dense, torch.exp2(-p.to(torch.float64))
+    return dense.scatter_add_(2, index, scaled)
 
 
 @tabulated
 def _length_table(in_size: int, out_size: int, interpolation: str,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tap matrix of every crop length starting at 0: ``(in_size + 1, out, in)`` and 2**-p.
-
-    A crop of length ``h`` starting at ``top`` has the matrix of length ``h`` shifted by ``top``.
-    """
+                  device: torch.device) -> torch.Tensor:
+    """The tap matrix of every crop length starting at 0, ``(in_size + 1, out, 2 * in_size)``,
+    behind ``in_size`` zero columns: a crop of length ``h`` starting at ``top`` reads columns
+    ``in_size - top ...`` of row ``h``, so the columns left of the crop read zeros."""
     lengths = torch.arange(1, in_size + 1, device=device)
-    dense, inv = _dense(*resample_taps(torch.zeros_like(lengths), lengths, out_size, in_size,
-                                       interpolation), in_size)
-    pad = torch.zeros(1, out_size, in_size, dtype=torch.float64, device=device)
-    return torch.cat([pad, dense]), torch.cat([torch.ones(1, dtype=torch.float64, device=device),
-                                               inv])
+    dense = _dense(*resample_taps(torch.zeros_like(lengths), lengths, out_size, in_size,
+                                  interpolation), in_size)
+    table = torch.zeros(in_size + 1, out_size, 2 * in_size, dtype=torch.float64, device=device)
+    table[1:, :, in_size:] = dense
+    return table
 
 
 @tabulated
 def _columns(in_size: int, device: torch.device) -> torch.Tensor:
-    return torch.arange(in_size, device=device)
+    return torch.arange(in_size, 2 * in_size, device=device)
 
 
 def _crop_matrices(start: torch.Tensor, length: torch.Tensor, out_size: int, in_size: int,
-                   interpolation: str) -> tuple[torch.Tensor, torch.Tensor]:
+                   interpolation: str) -> torch.Tensor:
     """Per-sample tap matrices ``(N, out, in)`` of the segments ``[start, start + length)``."""
-    table, inv = _length_table(in_size, out_size, interpolation, start.device)
+    table = _length_table(in_size, out_size, interpolation, start.device)
     src = _columns(in_size, start.device) - start.view(-1, 1, 1)  # (N, 1, in)
-    rows = table.index_select(0, length).gather(2, src.clamp(min=0).expand(-1, out_size, -1))
-    return torch.where(src >= 0, rows, 0.0), inv.index_select(0, length)
+    return table.index_select(0, length).gather(2, src.expand(-1, out_size, -1))
 
 
-def _resample(x: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor],
-              cols: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def _resample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``x`` (..., C, H, W) through the vertical ``rows`` and horizontal ``cols`` matrices
     (..., S, H)/(..., S, W): horizontal pass, rounding, vertical pass, rounding, as torch's uint8
-    kernel does. The integer sums are exact in float64. The channels ride along in the rows of
-    each product (one matrix product per sample and pass). Returns float32 grey levels."""
-    (my, inv_y), (mx, inv_x) = rows, cols
+    kernel does. The sums are exact in float64. Each pass is one batched product that carries the
+    channels along: ``cols @ x`` on x laid out (W, C * H), then the result (S * C, H) ``@ rows^T``,
+    whose (S_w, C, S_h) layout the final float32 copy turns back. Returns float32 grey levels."""
     c, h, w = x.shape[-3:]
-    t = torch.matmul(x.to(torch.float64).reshape(*x.shape[:-3], c * h, w), mx.transpose(-1, -2))
-    t = t.mul_(inv_x[..., None, None]).add_(0.5).floor_().clamp_(0.0, 255.0)
-    lead, s = t.shape[:-2], t.shape[-1]
-    t = t.view(*lead, c, h, s).transpose(-3, -2).reshape(*lead, h, c * s)
-    t = torch.matmul(my, t).mul_(inv_y[..., None, None]).add_(0.5).floor_().clamp_(0.0, 255.0)
-    out = t.view(*t.shape[:-2], my.shape[-2], c, s).transpose(-3, -2)
-    return out.to(torch.float32, memory_format=torch.contiguous_format)
+    lead = torch.broadcast_shapes(x.shape[:-3], rows.shape[:-2], cols.shape[:-2])
+    s_h, s_w = rows.shape[-2], cols.shape[-2]
+    # one copy converts, transposes and broadcasts x
+    xt = torch.empty(*lead, w, c, h, dtype=torch.float64, device=x.device)
+    xt.copy_(x.movedim(-1, -3).expand(*lead, w, c, h))
+    t = torch.matmul(cols.expand(*lead, s_w, w), xt.view(*lead, w, c * h))
+    t = t.add_(0.5).floor_().clamp_(0.0, 255.0).view(*lead, s_w * c, h)
+    t = torch.matmul(t, rows.expand(*lead, s_h, h).transpose(-1, -2))
+    t = t.add_(0.5).floor_().clamp_(0.0, 255.0).view(*lead, s_w, c, s_h)
+    return t.permute(*range(len(lead)), -2, -1, -3).to(torch.float32,
+                                                          memory_format=torch.contiguous_format)
 
 
 def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int,
@@ -241,21 +256,22 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int,
     leading dimension crops the same images several times). Float32 grey levels (..., B, C, S, S).
     """
     height, width = x.shape[-2:]
-    boxes = boxes.to(x.device)
     lead = boxes.shape[:-1]
+    # [top, left, h, w] as four rows: a view for crop_boxes' column-major boxes
+    fields = boxes.to(x.device).movedim(-1, 0)
+    top, left, h, w = fields.reshape(4, -1)
     if not dense(x.device):
-        flat = boxes.reshape(-1, 4)
         images = x.expand(*lead[:-1], *x.shape).reshape(-1, *x.shape[1:])
-        out = _tap_resample(images, _taps(flat[:, 0], flat[:, 2], size, height, interpolation),
-                            _taps(flat[:, 1], flat[:, 3], size, width, interpolation))
+        out = _tap_resample(images, _taps(top, h, size, height, interpolation),
+                            _taps(left, w, size, width, interpolation))
         return out.view(*lead, *out.shape[1:])
-    rows = _crop_matrices(boxes[..., 0].reshape(-1), boxes[..., 2].reshape(-1), size, height,
-                          interpolation)
-    cols = _crop_matrices(boxes[..., 1].reshape(-1), boxes[..., 3].reshape(-1), size, width,
-                          interpolation)
-    rows = (rows[0].view(*lead, size, height), rows[1].view(lead))
-    cols = (cols[0].view(*lead, size, width), cols[1].view(lead))
-    return _resample(x, rows, cols)
+    if height == width:  # both axes from one table: rows of tops then lefts
+        both = _crop_matrices(fields[:2].reshape(-1), fields[2:].reshape(-1), size, height,
+                              interpolation).view(2, *lead, size, height)
+        return _resample(x, both[0], both[1])
+    rows = _crop_matrices(top, h, size, height, interpolation)
+    cols = _crop_matrices(left, w, size, width, interpolation)
+    return _resample(x, rows.view(*lead, size, height), cols.view(*lead, size, width))
 
 
 #: device types that run the dense forms (matrix products, whole-batch ops with identity
@@ -300,7 +316,7 @@ def _tap_resample(x: torch.Tensor, taps_y: tuple[torch.Tensor, ...],
 
 @tabulated
 def _center_matrices(height: int, width: int, size: int, interpolation: str,
-                     device: torch.device) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Matrices of ``center_crop(resize(x, [size]), [size, size])``: the full resize's taps, the
     central output rows/columns kept (the precision still comes from the full resize, as in torch)."""
     if width <= height:
@@ -310,9 +326,9 @@ def _center_matrices(height: int, width: int, size: int, interpolation: str,
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     zero = torch.zeros(1, dtype=torch.int64, device=device)
 
-    def axis(new: int, old: int, first: int) -> tuple[torch.Tensor, torch.Tensor]:
-        dense, inv = _dense(*resample_taps(zero, zero + old, new, old, interpolation), old)
-        return dense[0, first:first + size], inv[0]
+    def axis(new: int, old: int, first: int) -> torch.Tensor:
+        dense = _dense(*resample_taps(zero, zero + old, new, old, interpolation), old)
+        return dense[0, first:first + size]
 
     return axis(new_h, height, top), axis(new_w, width, left)
 
@@ -334,20 +350,18 @@ def gray(x: torch.Tensor) -> torch.Tensor:
     return r.mul(_GRAY[0]).add_(g, alpha=_GRAY[1]).add_(b, alpha=_GRAY[2]).unsqueeze(-3)
 
 
-def blend(x: torch.Tensor, ratio: torch.Tensor, use_mean: torch.Tensor,
-          use_gray: torch.Tensor) -> torch.Tensor:
-    """v2's brightness, contrast and saturation in one form: ``x * r + other * (1 - r)``, clamped
-    and truncated, where ``other`` is 0 (brightness), the mean of the floored luma (contrast,
-    ``use_mean`` 1) or the floored luma (saturation, ``use_gray`` 1); no op is ``r = 1``.
-
-    The selectors are 0 or 1, so ``other`` is exact, and the sum rounds as v2's
-    ``mul(ratio).add_(other, alpha=1 - ratio)`` does.
+def blend(x: torch.Tensor, ratio: torch.Tensor, mean_weight: torch.Tensor,
+          gray_weight: torch.Tensor) -> torch.Tensor:
+    """v2's brightness, contrast and saturation in one form, clamped and truncated:
+    ``x * r + luma * gray_weight + mean * mean_weight`` with the floored luma and its mean. v2 adds
+    ``other * (1 - r)`` to ``x * r``, ``other`` 0 (brightness), the mean (contrast) or the luma
+    (saturation): with one weight ``1 - r`` and the other 0, the sum rounds exactly as v2's does.
+    No op is ``r = 1`` with both weights 0.
     """
     luma = gray(x).floor_()
     mean = luma.mean(dim=(-3, -2, -1), keepdim=True)
-    other = torch.addcmul(mean * _per_sample(use_mean, x), luma, _per_sample(use_gray, x))
-    r = _per_sample(ratio, x)
-    return torch.addcmul(x.mul(r), other, 1.0 - r).clamp_(0.0, 255.0).trunc_()
+    out = torch.addcmul(x.mul(_per_sample(ratio, x)), luma, _per_sample(gray_weight, x))
+    return out.addcmul_(mean, _per_sample(mean_weight, x)).clamp_(0.0, 255.0).trunc_()
 
 
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -358,12 +372,12 @@ def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """``F.adjust_contrast`` per sample."""
-    return blend(x, factor, torch.ones_like(factor), torch.zeros_like(factor))
+    return blend(x, factor, 1.0 - factor.float(), torch.zeros_like(factor))
 
 
 def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """``F.adjust_saturation`` per sample."""
-    return blend(x, factor, torch.zeros_like(factor), torch.ones_like(factor))
+    return blend(x, factor, torch.zeros_like(factor), 1.0 - factor.float())
 
 
 @tabulated
@@ -372,7 +386,12 @@ def _hue_offsets(device: torch.device) -> torch.Tensor:
 
 
 def adjust_hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """v2's HSV hue shift per sample (``factor`` in [-0.5, 0.5]; 0 leaves whole levels unchanged).
+    """v2's HSV hue shift per sample (``factor`` in [-0.5, 0.5]; 0 leaves whole levels unchanged)."""
+    return shift_hue(x, factor.to(device=x.device, dtype=torch.float32) * 6.0)
+
+
+def shift_hue(x: torch.Tensor, sextants: torch.Tensor) -> torch.Tensor:
+    """The hue shift by ``sextants`` (N,) = 6 x v2's hue factor.
 
     With ``h6`` the hue in sextants, ``v`` the max and ``c`` the chroma, channel ``n`` of the
     shifted image is ``v - c * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + h6') mod 6``: the HSV->RGB
@@ -383,51 +402,69 @@ def adjust_hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     chroma = maxc - v.amin(dim=-3, keepdim=True)
     num = v.roll(-1, -3) - v.roll(-2, -3)  # r: g-b, g: b-r, b: r-g
     h6 = num.gather(-3, idx).div_(chroma.clamp_min(1e-12)).add_(idx, alpha=2.0)
-    k = h6.add_(_per_sample(factor, x) * 6.0).add(_hue_offsets(x.device)).remainder_(6.0)
+    k = h6.add_(_per_sample(sextants, x)).add(_hue_offsets(x.device)).remainder_(6.0)
     w = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return maxc.sub(w.mul_(chroma)).mul_(256.0 - 1e-3).trunc_()
 
 
-# slot -> which of a sample's three blend adjustments runs there (-1: none), by hue position q,
-# for the schedule X H X X H X (blend slots 0, 2, 3, 5; hue slots 1 and 4)
+# the jitter's six slots X H X X H X: four blend slots around two hue slots hold all 24 orders.
+# By hue position q: which of the sample's three blends (in their run order) each blend slot runs
+# (-1: none), and whether the first or the second hue slot runs the hue
 _BLEND_SLOTS = ((-1, 0, 1, 2), (0, 1, 2, -1), (0, 1, -1, 2), (0, 1, 2, -1))
+_PERMUTATION_CODE = (64, 16, 4, 1)  # an order (N, 4) of 0..3 -> one index in 0..255
 
 
 @tabulated
-def _slot_table(device: torch.device) -> torch.Tensor:
-    return torch.tensor(_BLEND_SLOTS, device=device)
+def _schedules(device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Per order code: the factor column of each blend slot (4: none), and the selectors
+    ``[contrast x 4, saturation x 4, hue in slot 1, hue in slot 4]`` (float)."""
+    column = torch.full((256, 4), 4, dtype=torch.int64)
+    selectors = torch.zeros(256, 10)
+    for order in itertools.permutations(range(4)):
+        code = sum(a * w for a, w in zip(order, _PERMUTATION_CODE))
+        q = order.index(3)
+        blends = [a for a in order if a != 3]
+        for slot, j in enumerate(_BLEND_SLOTS[q]):
+            if j >= 0:
+                column[code, slot] = blends[j]
+                selectors[code, slot] = float(blends[j] == 1)
+                selectors[code, 4 + slot] = float(blends[j] == 2)
+        selectors[code, 8 if q <= 1 else 9] = 1.0
+    return column.to(device), selectors.to(device), torch.tensor(_PERMUTATION_CODE, device=device)
 
 
 def jitter_schedule(factors: torch.Tensor, order: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per-sample coefficients of the six jitter slots ``X H X X H X``.
+    """Per-sample coefficients of the six jitter slots, looked up by order in one table.
 
     ``factors`` (N, 4) brightness, contrast, saturation, hue (identity values for an adjustment
     that is off); ``order`` (N, 4) a permutation of 0..3 per sample (v2's ``randperm(4)``). Returns
-    ``ratio, use_mean, use_gray`` (N, 4) for the blend slots (``blend``) and ``hue`` (N, 2) for the hue
-    slots: a sample's three blends keep their order around its hue shift.
+    ``ratio, mean_weight, gray_weight`` (N, 4) for the blend slots (``blend``) and the hue shifts in
+    sextants (N, 2) for the hue slots: a sample's three blends keep their order around its hue.
     """
-    position = order.argsort(dim=1)  # where each adjustment runs
-    hue_at = position[:, 3:4]
-    blends = position[:, :3].argsort(dim=1)  # the blend adjustments in the order they run
-    slot = _slot_table(order.device)[hue_at.squeeze(1)]  # (N, 4)
-    op = blends.gather(1, slot.clamp(min=0))
+    column, selectors, weights = _schedules(order.device)
+    code = (order * weights).sum(1)
     f = factors.float()
-    ratio = torch.where(slot >= 0, f.gather(1, op), 1.0)
-    hue = torch.where(torch.cat([hue_at <= 1, hue_at >= 2], 1), f[:, 3:4], 0.0)
-    return ratio, (op == 1).float(), (op == 2).float(), hue
+    ratio = torch.cat([f, torch.ones_like(f[:, :1])], 1).gather(1, column.index_select(0, code))
+    sel = selectors.index_select(0, code)
+    weight = sel[:, :8].view(-1, 2, 4) * (1.0 - ratio).unsqueeze(1)
+    return ratio, weight[:, 0], weight[:, 1], sel[:, 8:] * (f[:, 3:4] * 6.0)
 
 
 def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """v2.ColorJitter with per-sample factors and order (``jitter_schedule``); x (N, 3, H, W)."""
-    ratio, use_mean, use_gray, hue = jitter_schedule(factors.to(x.device), order.to(x.device))
+    ratio, mean_weight, gray_weight, hue = jitter_schedule(factors.to(x.device),
+                                                           order.to(x.device))
+    subsets = not dense(x.device)  # on the CPU each slot runs on the samples it changes
+    blends, shifts = (ratio != 1, hue != 0) if subsets else (None, None)
     blend_slot = 0
     for kind in "XHXXHX":
         if kind == "H":
-            shift = hue[:, 0 if blend_slot == 1 else 1]
-            x = on_samples(x, shift != 0, adjust_hue, shift)
+            h = 0 if blend_slot == 1 else 1
+            x = on_samples(x, shifts[:, h] if subsets else None, shift_hue, hue[:, h])
         else:
-            r = ratio[:, blend_slot]
-            x = on_samples(x, r != 1, blend, r, use_mean[:, blend_slot], use_gray[:, blend_slot])
+            j = blend_slot
+            x = on_samples(x, blends[:, j] if subsets else None, blend, ratio[:, j],
+                           mean_weight[:, j], gray_weight[:, j])
             blend_slot += 1
     return x
 
@@ -493,12 +530,12 @@ def blur(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     return out.round_()
 
 
-def on_samples(x: torch.Tensor, mask: torch.Tensor, fn: Callable[..., torch.Tensor],
+def on_samples(x: torch.Tensor, mask: Optional[torch.Tensor], fn: Callable[..., torch.Tensor],
                *per_sample: torch.Tensor) -> torch.Tensor:
     """``fn(x, *per_sample)`` where the op has identity coefficients for the samples outside
     ``mask``: on accelerators the whole batch (no data-dependent size), on the CPU only the
-    samples in ``mask`` (the rest are unchanged either way)."""
-    if dense(x.device):
+    samples in ``mask`` (the rest are unchanged either way). ``None``: every sample."""
+    if mask is None or dense(x.device):
         return fn(x, *per_sample)
     index = mask.nonzero().squeeze(1)
     if index.numel() == x.shape[0]:
