@@ -114,6 +114,38 @@ def linear_config(plan, checkpoint: Path, train: Path, test: Path, results: Path
     })
 
 
+def protocol_linear_config(plan, method: str, checkpoint: Path, train: Path, test: Path,
+                           results: Path, work: Path):
+    """The method's own linear protocol (a config of scripts/linear/paper), on this plan's data and
+    backbone; None when the plan names none."""
+    from solo_mixmask.config import load_config
+
+    path = (plan.methods[method].get("protocol") or {}).get("linear")
+    if not path:
+        return None
+    path = REPO / path
+    cfg = load_config(str(path.parent), path.name, [
+        f"pretrained_feature_extractor={checkpoint}", "data.dataset=cifar10",
+        f"data.train_path={train}", f"data.val_path={test}",
+        f"data.num_workers={plan.data.num_workers}", "checkpoint.enabled=false",
+        f"checkpoint.dir={work / 'linear-protocol'}", f"results_dir={results}",
+        "accelerator=auto", "devices=1", "enable_progress_bar=false"])
+    cfg.backbone = OmegaConf.to_container(plan.backbone)  # the plan's width, not the paper's
+    return cfg
+
+
+def protocol_knn_argv(plan, method: str, checkpoint: Path, train: Path, test: Path,
+                      results: Path) -> Optional[list[str]]:
+    """``solo-mixmask knn`` arguments of the method's own KNN protocol; None when the plan names
+    none (its KNN is then the common one)."""
+    flags = (plan.methods[method].get("protocol") or {}).get("knn")
+    if not flags:
+        return None
+    return ["knn", str(checkpoint), "--train-path", str(train), "--val-path", str(test),
+            "--dataset", "cifar10", "--num-workers", str(plan.data.num_workers),
+            "--results-dir", str(results), *[str(f) for f in flags]]
+
+
 def stopped_segment(cfg) -> tuple[float, Optional[str]]:
     """Seconds a stopped run of ``cfg`` ran up to its last checkpoint (args.json is written at its
     start), and that checkpoint's name; (0, None) when there is none to resume."""
@@ -145,6 +177,7 @@ def keep_logs(run_dir: Path, dest: Path) -> None:
 def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
     import torch
 
+    from solo_mixmask.cli import main as cli_main
     from solo_mixmask.engine.pretrain import pretrain
     from solo_mixmask.eval.linear import run_linear
     from solo_mixmask.eval.records import record_from_run, write_record
@@ -153,8 +186,9 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
     train, test = prepare_data(plan.data, work / "data")
     cfg = pretrain_config(plan, method, variant, seed, train, test, work, args.overrides)
     label = args.label or variant  # the row of the report's table
-    plan_arg = [] if Path(args.config).resolve() == DEFAULT_PLAN else [
-        f"--config {Path(args.config).resolve().relative_to(REPO)}"]
+    plan_path = Path(args.config).resolve()
+    plan_arg = [] if plan_path == DEFAULT_PLAN else [
+        f"--config {plan_path.relative_to(REPO) if plan_path.is_relative_to(REPO) else plan_path}"]
     if Path(args.results).resolve() != DEFAULT_RESULTS:
         results = Path(args.results).resolve()
         shown = results.relative_to(REPO) if results.is_relative_to(REPO) else results
@@ -185,16 +219,39 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
     linear = run_linear(linear_config(plan, result.checkpoint, train, test, results, work),
                         command=command + "  (linear probe on frozen features)")
     if linear.record_path is not None:
-        rec = json.loads(Path(linear.record_path).read_text())
-        rec.update(variant=label, run_dir=kept)
-        rec["settings"].update(extra)
-        Path(linear.record_path).write_text(json.dumps(rec, indent=2) + "\n")
-    keep_logs(result.run_dir, results / kept)
+        _label(Path(linear.record_path), label, kept, extra)
     summary = {"method": method, "variant": label, "seed": seed, "epochs": epochs,
-               "knn_top1": record["metrics"]["acc1"], "linear_top1": linear.metrics["acc1"],
-               "wall_time_min": round(wall / 60, 1), "knn_record": str(knn_path)}
+               "knn_top1": record["metrics"]["acc1"], "linear_top1": linear.metrics["acc1"]}
+    protocol = command + "  (the protocol's own {})"
+    knn_argv = protocol_knn_argv(plan, method, result.checkpoint, train, test, results)
+    if knn_argv is not None:
+        before = set(results.glob("knn-*.json"))
+        if cli_main(knn_argv) != 0:
+            raise RuntimeError(f"the protocol KNN failed: solo-mixmask {' '.join(knn_argv)}")
+        (path,) = set(results.glob("knn-*.json")) - before
+        _label(path, label, kept, extra, protocol.format("KNN"))
+        summary["protocol_knn_top1"] = json.loads(path.read_text())["metrics"]["acc1"]
+    linear_cfg = protocol_linear_config(plan, method, result.checkpoint, train, test, results,
+                                        work)
+    if linear_cfg is not None:
+        own = run_linear(linear_cfg, command=protocol.format("linear probe"))
+        if own.record_path is not None:
+            _label(Path(own.record_path), label, kept, extra, protocol.format("linear probe"))
+        summary["protocol_linear_top1"] = own.metrics["acc1"]
+    keep_logs(result.run_dir, results / kept)
+    summary.update(wall_time_min=round(wall / 60, 1), knn_record=str(knn_path))
     print(json.dumps(summary), flush=True)
     return summary
+
+
+def _label(path: Path, label: str, kept: str, extra: dict, command: Optional[str] = None) -> None:
+    """An evaluation record of a run, given the run's row label, logs, provenance and command."""
+    rec = json.loads(path.read_text())
+    rec.update(variant=label, run_dir=kept)
+    rec["settings"].update(extra)
+    if command is not None:
+        rec["command"] = command
+    path.write_text(json.dumps(rec, indent=2) + "\n")
 
 
 class Parser(argparse.ArgumentParser):
@@ -258,6 +315,7 @@ def check_plan(args) -> object:
             raise BadInput(f"unknown variant {variant!r}: {list(plan.variants)}")
     work = Path(args.work) / "data"
     for method in args.method:
+        check_protocol(plan, method, work)
         for variant in args.variant:
             cfg = pretrain_config(plan, method, variant, args.seed[0], work / "train",
                                   work / "test", Path(args.work), args.overrides)
@@ -266,6 +324,39 @@ def check_plan(args) -> object:
             except SoloMixMaskError as exc:
                 raise BadInput(one_line(exc)) from None
     return plan
+
+
+def check_protocol(plan, method: str, work: Path) -> None:
+    """A method's ``protocol:`` block: known keys, KNN flags that ``solo-mixmask knn`` takes, a
+    linear config that composes and validates."""
+    import contextlib
+    import io
+
+    from solo_mixmask.cli import build_parser
+    from solo_mixmask.config.schema import validate
+    from solo_mixmask.errors import SoloMixMaskError, one_line
+    from solo_mixmask.eval.linear import LinearConfig
+
+    spec = plan.methods[method].get("protocol") or {}
+    unknown = sorted(set(spec) - {"knn", "linear"})
+    if unknown:
+        raise BadInput(f"methods.{method}.protocol: unknown key {unknown[0]!r} (knn, linear)")
+    argv = protocol_knn_argv(plan, method, work / "model.ckpt", work, work, work)
+    if argv is not None:
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                _, extra = build_parser().parse_known_args(argv)
+        except SystemExit:
+            extra = [stderr.getvalue().strip().splitlines()[-1]]
+        if extra:
+            raise BadInput(f"methods.{method}.protocol.knn: {' '.join(extra)}")
+    try:
+        cfg = protocol_linear_config(plan, method, work / "model.ckpt", work, work, work, work)
+        if cfg is not None:
+            validate(cfg, LinearConfig)
+    except SoloMixMaskError as exc:
+        raise BadInput(f"methods.{method}.protocol.linear: {one_line(exc)}") from None
 
 
 def main(argv=None) -> int:

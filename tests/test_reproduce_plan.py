@@ -142,3 +142,79 @@ def test_resume_finds_the_stopped_run_and_its_time(tmp_path):
                                       tmp_path, [])
     assert reproduce.stopped_segment(other) == (0.0, None)
     assert reproduce.parse_args(["--resume", "--seed", "1"]).resume
+
+
+@pytest.mark.parametrize("method", ["byol", "simclr", "simsiam"])
+def test_the_paper_plan_runs_each_protocol_with_its_schedule_scaled_by_fraction(method, tmp_path):
+    """BYOL/SimCLR (W-MSE) and SimSiam in reproduce_paper.yaml are scripts/pretrain/paper/cifar100's
+    recipes; the schedule's landmarks keep their fraction of the run (decays, warm-up), the rest
+    is the recipe's, except the data statistics (CIFAR-10 here, the recipe's own code base's)."""
+    from solo_mixmask.config import load_config
+    from solo_mixmask.utils.schedulers import build_schedule
+
+    for variant in PAPER.variants:
+        small = build(method, variant, tmp_path, plan=PAPER)
+        name = method if variant == "vanilla" else f"{method}_{variant}"
+        full = OmegaConf.to_container(parse_pretrain_cfg(load_config(
+            str(REPO / "scripts/pretrain/paper/cifar100"), name,
+            [f"data.train_path={tmp_path}", "data.val_path=null", "knn_eval.enabled=false"])))
+        assert small["method_kwargs"] == full["method_kwargs"], variant
+        assert small["augmentations"] == full["augmentations"]
+        assert small["momentum"] == full["momentum"]
+        for key in ("name", "weight_decay", "kwargs", "scale_lr"):
+            assert small["optimizer"][key] == full["optimizer"][key], key
+        assert small["optimizer"]["lr"] / small["optimizer"]["lr_scale"] == pytest.approx(
+            full["optimizer"]["lr"] / full["optimizer"]["lr_scale"])
+        assert small["knn_eval"]["feature"] == "backbone"
+    steps, full_steps = 50 * 5000 // 128, 1000 * 50000 / 512
+    f_small = build_schedule(OmegaConf.create(small["scheduler"]), 1.0, steps, 50)
+    f_full = build_schedule(OmegaConf.create(full["scheduler"]), 1.0, int(full_steps), 1000)
+    for fraction in (0.002, 0.004, 0.3, 0.949, 0.951, 0.974, 0.976, 0.999):
+        # the same factor at the same fraction of the run, to the resolution of a step here (a
+        # step is a twentieth of SimSiam's scaled warm-up, a tenth of W-MSE's)
+        assert f_small(int(fraction * steps)) == pytest.approx(
+            f_full(int(fraction * full_steps)), abs=0.11), fraction
+
+
+def test_a_bad_protocol_block_is_refused_before_anything_is_written(tmp_path):
+    plan = OmegaConf.load(REPO / "benchmarks" / "reproduce_paper.yaml")
+    cases = [({"knn": ["--kk", "5"]}, "protocol.knn: --kk 5"),
+             ({"knn": ["--distance", "manhattan"]}, "invalid choice: 'manhattan'"),
+             ({"linear": "scripts/linear/paper/cifar100/nope.yaml"}, "config file not found"),
+             ({"linear": "scripts/linear/paper/cifar100/byol.yaml", "knnn": []},
+              "unknown key 'knnn'")]
+    for block, message in cases:
+        plan.methods.byol.protocol = block
+        with pytest.raises(reproduce.BadInput, match=message):
+            reproduce.check_protocol(plan, "byol", tmp_path / "w")
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.data
+def test_a_run_records_the_common_and_the_protocol_evaluations(tmp_path):
+    """A BYOL run of the paper plan, shrunk: the common KNN and linear records, then W-MSE's own
+    KNN (k 5, Euclidean, majority, backbone) and linear probe, each labelled with the run."""
+    import json
+
+    plan = OmegaConf.load(REPO / "benchmarks" / "reproduce_paper.yaml")
+    plan.data.train_per_class, plan.data.test_per_class, plan.data.num_workers = 8, 4, 0
+    plan.budget.update(max_epochs=1, batch_size=32)
+    plan.linear.max_epochs = 1
+    plan.knn.frequency = 1
+    path = tmp_path / "plan.yaml"
+    OmegaConf.save(plan, path)
+    results, work = tmp_path / "results", tmp_path / "work"
+    reproduce.main(["--config", str(path), "--method", "byol", "--variant", "mixmask",
+                    "--results", str(results), "--work", str(work), "--threads", "1"])
+    records = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
+    knn = sorted((r for r in records if r["eval"] == "knn"), key=lambda r: r["settings"]["k"])
+    linear = [r for r in records if r["eval"] == "linear"]
+    assert [(r["settings"]["k"], r["settings"]["distance"], r["settings"]["vote"],
+             r["settings"]["feature"]) for r in knn] == [
+        (5, "euclidean", "majority", "backbone"), (200, "cosine", "weighted", "backbone")]
+    assert sorted((r["settings"]["protocol"], r["settings"]["optimizer"]) for r in linear) == [
+        ("precomputed-features", "sgd"), ("wmse-probe", "adam")]
+    for r in records:
+        assert r["variant"] == "mixmask" and r["settings"]["seed"] == 0
+        assert r["run_dir"] == "runs/byol-mixmask-1ep-s0"
+    assert sum("the protocol's own" in r["command"] for r in records) == 2

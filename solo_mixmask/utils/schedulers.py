@@ -42,8 +42,9 @@ def build_schedule(sc: Any, base_lr: float, total_steps: int,
     """The lr factor per optimizer step of a ``scheduler`` config section (None: constant).
 
     ``total_steps`` counts the steps of the whole run (one per epoch with ``interval: epoch``).
-    ``lr_decay_steps`` are epochs; a negative one counts from the end (``-50``: 50 epochs before
-    the last). ``warmup_steps`` (iterations) multiplies any schedule by a linear warm-up.
+    ``lr_decay_steps`` are epochs, fractions allowed (a decay then falls inside an epoch with
+    ``interval: step``); a negative one counts from the end (``-50``: 50 epochs before the
+    last). ``warmup_steps`` (iterations) multiplies any schedule by a linear warm-up.
     """
     if sc.name == "none" and not int(sc.get("warmup_steps", 0) or 0):
         return None
@@ -51,7 +52,7 @@ def build_schedule(sc: Any, base_lr: float, total_steps: int,
     per_epoch = total / max(1, int(epochs))
     base = max(float(base_lr), 1e-12)
     if sc.name == "step":
-        marks = [int(e if e >= 0 else epochs + e) for e in sc.lr_decay_steps]
+        marks = [float(e) if e >= 0 else epochs + float(e) for e in sc.lr_decay_steps]
         schedule = step_decay([int(m * per_epoch) for m in marks if m >= 0], float(sc.gamma))
     elif sc.name == "none":
         schedule = constant
