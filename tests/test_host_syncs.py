@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import Optional
 
 import golden
 import lightning.pytorch as pl
@@ -25,7 +26,7 @@ from omegaconf import OmegaConf
 
 from solo_mixmask.config import load_config
 from solo_mixmask.engine.pretrain import build_model, prepare
-from solo_mixmask.mixmask import BranchConfig, Branches, mixing
+from solo_mixmask.mixmask import BranchConfig, Branches, mixing, parse_branch_cfg
 from solo_mixmask.utils.transfer import host_to_device
 
 PAPER = golden.PRETRAIN / "paper" / "cifar100"
@@ -120,15 +121,21 @@ def test_a_training_step_makes_no_host_sync(name, cifar_train, tmp_path):
     assert count == 0, "host syncs inside training_step:\n" + "\n".join(locations)
 
 
+def branch(mixmask: Optional[dict] = None, unmix: Optional[dict] = None) -> BranchConfig:
+    """The resolved branches of ``method_kwargs`` (16 px crops, a symmetric base loss)."""
+    return parse_branch_cfg({"mixmask": mixmask or {}, "unmix": unmix or {}}, 16, symmetric=True)
+
+
 BRANCHES = {
-    "mixmask": BranchConfig(),
-    "mixmask-random-per-sample-discrete": BranchConfig(permutation="random", per_sample=True,
-                                                       pattern="discrete", grid=4),
-    "mixmask-ratio-range": BranchConfig(ratio=(0.3, 0.7)),
-    "unmix-and-mixmask": BranchConfig(unmix=True, permutation="random", targets="both"),
-    "erase-zero": BranchConfig(fill="zero"),
-    "erase-noise": BranchConfig(fill="noise"),
-    "erase-mean": BranchConfig(fill="mean"),
+    "mixmask": branch(),
+    "mixmask-random-per-sample-discrete": branch({"permutation": "random", "per_sample": True,
+                                                  "pattern": "discrete", "grid": 4}),
+    "mixmask-ratio-range": branch({"ratio": [0.3, 0.7]}),
+    "unmix-and-mixmask": branch({"permutation": "random", "targets": "both"},
+                                {"enabled": True}),
+    "erase-zero": branch({"fill": "zero"}),
+    "erase-noise": branch({"fill": "noise"}),
+    "erase-mean": branch({"fill": "mean"}),
 }
 
 

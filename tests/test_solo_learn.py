@@ -110,6 +110,10 @@ CASES = [
     ("mixmask_byol", {}),
     ("mixmask_simclr", {"mixmask": {"crops": "both"}}),
     ("mixmask_simsiam", {"mixmask": {"fill": "zero", "pattern": "discrete"}}),
+    # the paper's CIFAR form: the mixture scored against both crops' targets
+    ("mixmask_mocov2plus", {"mixmask": {"targets": "both"}}),
+    ("mixmask_byol", {"mixmask": {"targets": "both"}, "unmix": {"enabled": True,
+                                                                "targets": "both"}}),
 ]
 
 
@@ -149,14 +153,17 @@ def test_variant_trains_inside_solo_classes(method, branch, cifar_train, tmp_pat
         assert int(model.queue_ptr) == 32 % model.queue_size
 
 
-def test_mocov2plus_uses_one_queue_snapshot_then_enqueues_once(cifar_train, tmp_path):
+@pytest.mark.parametrize("targets", ["other", "both"])
+def test_mocov2plus_uses_one_queue_snapshot_then_enqueues_once(targets, cifar_train, tmp_path):
     """The loss equals solo-learn's MoCo loss plus the branches, all against the queue as it was
-    before the step; the keys are enqueued once, afterwards."""
+    before the step; the keys are enqueued once, afterwards. With ``targets: both`` the mixture of
+    crop 1 is also scored against crop 1's own keys."""
     from solo.losses.mocov2plus import mocov2plus_loss_func as solo_moco
 
     register()
     cfg = parsed(solo_cfg("mixmask_mocov2plus", cifar_train, tmp_path,
-                          unmix={"enabled": True}))
+                          unmix={"enabled": True, "targets": targets},
+                          mixmask={"targets": targets}))
     torch.manual_seed(0)
     model = METHODS["mixmask_mocov2plus"](cfg)
     model.train()
@@ -180,10 +187,12 @@ def test_mocov2plus_uses_one_queue_snapshot_then_enqueues_once(cifar_train, tmp_
         def branch_loss(queue: torch.Tensor) -> torch.Tensor:
             from solo_mixmask.losses import mocov2plus_loss_func
 
-            branches = Branches(model.branches.cfg, *model.mixmask_stats)
+            branches = Branches(model.branches.cfg, model.branches.mean, model.branches.std)
             branches.load_state_dict(copy.deepcopy(rng0))
             value, _ = branches(crops[0], model.mix_embed,
                                 lambda e: mocov2plus_loss_func(e, k2, queue[1], T,
+                                                               reduction="none"),
+                                lambda e: mocov2plus_loss_func(e, k1, queue[0], T,
                                                                reduction="none"))
             return value
 
@@ -301,7 +310,8 @@ def test_main_pretrain_with_the_callback(cifar_train, tmp_path):
     out = tmp_path / "trained"
     config = [str(script), "--config-path", str(REPO / "scripts/pretrain/tiny-imagenet"),
               "--config-name", "simsiam_mixmask.yaml"]
-    result = run([*config, *_tiny_overrides(cifar_train, out), CALLBACK], tmp_path)
+    result = run([*config, *_tiny_overrides(cifar_train, out), CALLBACK,
+                  "++method_kwargs.mixmask.targets=both"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "data.dataset=tiny-imagenet -> custom" in result.stderr
     ckpt = _checkpoint(out, "mixmask_simsiam")

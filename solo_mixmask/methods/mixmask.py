@@ -1,8 +1,9 @@
 """MixMask variants of the base methods.
 
 ``MixMaskMixin`` plugs the branch runner of ``solo_mixmask.mixmask`` into a method's
-``branch_losses`` hook: for each mixed crop it calls ``Branches`` with the method's ``mix_embed``
-and ``mix_loss``. No method-specific mixing code exists anywhere else.
+``branch_losses`` hook: ``Branches.run`` with the method's ``mix_embed`` and ``mix_loss``, as the
+solo-learn adapter (``solo_mixmask.solo.methods``) does. No method-specific mixing code exists
+anywhere else.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..config.branches import BranchKwargs
 from ..data.recipe import dataset_stats
 from ..mixmask import Branches, parse_branch_cfg
-from ..mixmask.branches import BranchKwargs
 from ..utils.distributed import rank
 from .base import BaseMethod
 from .byol import BYOL
@@ -50,19 +51,8 @@ class MixMaskMixin:
 
     def branch_losses(self, crops: list[torch.Tensor],
                       out: dict[str, Any]) -> tuple[Optional[torch.Tensor], dict[str, Any]]:
-        total: Optional[torch.Tensor] = None
-        logs: dict[str, Any] = {}
-        mixed = self.branches.crops_to_mix()
-        for c in mixed:
-            loss, branch_logs = self.branches(
-                crops[c], self.mix_embed, lambda emb, c=c: self.mix_loss(emb, out, c),
-                lambda emb, c=c: self.mix_loss(emb, out, 1 - c))
-            total = loss if total is None else total + loss
-            for k, v in branch_logs.items():
-                key = f"train_{k}" if len(mixed) == 1 else f"train_{k}_crop{c + 1}"
-                logs[key] = v
-        assert total is not None
-        return total / len(mixed), logs
+        return self.branches.run(crops, self.mix_embed,
+                                 lambda emb, c: self.mix_loss(emb, out, c))
 
     def setup(self, stage: str) -> None:
         super().setup(stage)  # type: ignore[misc]

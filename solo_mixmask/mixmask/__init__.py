@@ -1,9 +1,11 @@
 """MixMask core: grid masks, mixing, the two-term objective and the branch runner.
 
-Every method variant, in this package's engine and inside solo-learn, calls ``Branches``.
+Every method variant, in this package's engine and inside solo-learn, calls ``Branches.run``; the
+settings it runs are resolved in ``solo_mixmask.config.branches``.
 """
 
-from .branches import BranchConfig, Branches, default_grid, parse_branch_cfg
+from ..config.branches import BranchConfig, default_grid, parse_branch_cfg
+from .branches import Branches
 from .masks import blocked_grid, discrete_grid, sample_grids, sample_masks, upsample
 from .mixing import erase, erase_fill, inverse, mix, permutation, unmix
 from .objective import erase_loss, two_term_loss

@@ -16,134 +16,16 @@ does not change the data augmentation stream, and the generator state is checkpo
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from omegaconf import ListConfig
 
-from ..config.schema import check_auto_or_int, check_ratio, opt, sub, validate
+from ..config.branches import BranchConfig
 from ..errors import ConfigError
 from .masks import sample_masks
 from .mixing import erase, erase_fill, mix, permutation, unmix
 from .objective import erase_loss, two_term_loss
-
-PATTERNS = ("blocked", "discrete")
-FILLS = ("mix", "zero", "noise", "mean")
-PERMUTATIONS = {"auto": "auto", "reverse": "reverse", "random": "random",
-                "same": "reverse", "different": "random"}
-CROPS = ("first", "both")
-#: what a mixed crop's embeddings are scored against: the targets of the other crop (the paper's
-#: Eq. 4-6), or of both crops (Un-Mix's CIFAR code: the query of the mixture made from crop 1 is
-#: scored against the keys of crop 2 and of crop 1, each pair weighted lambda / 1 - lambda)
-TARGETS = ("other", "both")
-
-
-@dataclass(frozen=True)
-class BranchConfig:
-    mixmask: bool = True
-    fill: str = "mix"
-    pattern: str = "blocked"
-    grid: int = 2
-    ratio: Union[float, tuple[float, float]] = 0.5
-    permutation: str = "reverse"
-    per_sample: bool = False
-    crops: str = "first"
-    targets: str = "other"
-    unmix: bool = False
-    unmix_prob: float = 0.5
-    unmix_alpha: float = 1.0
-    unmix_targets: str = "other"
-
-    @property
-    def erase(self) -> bool:
-        return self.mixmask and self.fill != "mix"
-
-    def as_method_kwargs(self) -> dict[str, Any]:
-        """The resolved settings in the ``method_kwargs`` layout (for args.json and records)."""
-        ratio = list(self.ratio) if isinstance(self.ratio, tuple) else self.ratio
-        return {
-            "mixmask": {"enabled": self.mixmask, "fill": self.fill, "pattern": self.pattern,
-                        "grid": self.grid, "ratio": ratio, "permutation": self.permutation,
-                        "per_sample": self.per_sample, "crops": self.crops,
-                        "targets": self.targets},
-            "unmix": {"enabled": self.unmix, "prob": self.unmix_prob, "alpha": self.unmix_alpha,
-                      "targets": self.unmix_targets},
-        }
-
-
-def default_grid(crop_size: int) -> int:
-    """The paper's grid sizes (Table 1): 2 at 32 px, 4 at 64 px, 8 at 224 px."""
-    return 2 if crop_size <= 32 else 4 if crop_size <= 64 else 8
-
-
-@dataclass
-class MixMaskKwargs:
-    """``method_kwargs.mixmask``: the MixMask (or erase-based) branch."""
-
-    enabled: bool = True
-    fill: str = opt("mix", choices=FILLS)
-    pattern: str = opt("blocked", choices=PATTERNS)
-    grid: Any = opt("auto", check=check_auto_or_int(2))
-    ratio: Any = opt(0.5, check=check_ratio)
-    permutation: str = opt("auto", choices=tuple(PERMUTATIONS))
-    per_sample: bool = False
-    crops: str = opt("first", choices=CROPS)
-    targets: str = opt("other", choices=TARGETS)
-
-
-@dataclass
-class UnmixKwargs:
-    """``method_kwargs.unmix``: Un-Mix's global mixup / CutMix branch."""
-
-    enabled: bool = False
-    prob: float = opt(0.5, ge=0, le=1)
-    alpha: float = opt(1.0, gt=0)
-    targets: str = opt("other", choices=TARGETS)
-
-
-@dataclass
-class BranchKwargs:
-    mixmask: MixMaskKwargs = sub(MixMaskKwargs)
-    unmix: UnmixKwargs = sub(UnmixKwargs)
-
-
-def parse_branch_cfg(kw: Any, crop_size: int, symmetric: bool) -> BranchConfig:
-    """Validates ``method_kwargs.mixmask`` / ``method_kwargs.unmix`` against their schema, then
-    resolves ``auto`` values and checks what depends on the crop and the base method."""
-    given = {k: kw[k] for k in ("mixmask", "unmix") if kw is not None and kw.get(k) is not None}
-    spec = validate(given, BranchKwargs, "method_kwargs")
-    mm, um = spec.mixmask, spec.unmix
-    where = "method_kwargs.mixmask"
-    grid = default_grid(crop_size) if mm.grid == "auto" else int(mm.grid)
-    if grid > crop_size:
-        raise ConfigError(f"{where}.grid={mm.grid!r} must be an integer from 2 to the crop size "
-                          f"({crop_size})")
-    ratio_raw = mm.ratio
-    ratio: Union[float, tuple[float, float]] = (
-        (float(ratio_raw[0]), float(ratio_raw[1])) if isinstance(ratio_raw, (list, ListConfig))
-        else float(ratio_raw))
-    if mm.crops == "both" and not symmetric:
-        raise ConfigError(f"{where}.crops='both' needs a symmetric base loss (crop 2 is never a "
-                          "query here)")
-    for key, branch in (("mixmask", mm), ("unmix", um)):
-        if branch.enabled and branch.targets == "both" and not symmetric:
-            raise ConfigError(f"method_kwargs.{key}.targets='both' needs a symmetric base loss "
-                              "(the asymmetric loss has no target for the crop the mixture is "
-                              "made from); set method_kwargs.symmetric=true or targets: other")
-    if not mm.enabled and not um.enabled:
-        raise ConfigError("enable method_kwargs.mixmask or method_kwargs.unmix (or use the base "
-                          "method for the vanilla baseline)")
-    perm = PERMUTATIONS[mm.permutation]
-    if perm == "auto":
-        perm = "random" if um.enabled else "reverse"
-    return BranchConfig(mixmask=bool(mm.enabled), fill=str(mm.fill), pattern=str(mm.pattern),
-                        grid=grid, ratio=ratio, permutation=perm, per_sample=bool(mm.per_sample),
-                        crops=str(mm.crops), targets=str(mm.targets), unmix=bool(um.enabled),
-                        unmix_prob=float(um.prob), unmix_alpha=float(um.alpha),
-                        unmix_targets=str(um.targets))
-
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
 PerSampleLoss = Callable[[torch.Tensor], torch.Tensor]
@@ -222,6 +104,29 @@ class Branches:
                          f"{name}_main": terms["main"], f"{name}_fill": terms["fill"]})
         assert total is not None
         return total, logs
+
+    def run(self, crops: list[torch.Tensor], embed: Embed,
+            against: Callable[[torch.Tensor, int], torch.Tensor]) -> tuple[torch.Tensor,
+                                                                             dict[str, Any]]:
+        """The branch loss of a step for every adapter: each crop to mix (``crops: first`` or
+        ``both``) goes through ``__call__``, the losses are averaged over those crops, and the
+        logs are named ``train_<term>`` (``train_<term>_crop<c>`` when both crops are mixed).
+
+        ``against(emb, c)`` scores row i of ``emb`` against target i of the crop other than
+        ``c``, per sample; the same function with ``c`` swapped gives the mixed crop's own
+        targets (``targets: both``).
+        """
+        total: Optional[torch.Tensor] = None
+        logs: dict[str, Any] = {}
+        mixed = self.crops_to_mix()
+        for c in mixed:
+            loss, branch_logs = self(crops[c], embed, lambda emb, c=c: against(emb, c),
+                                     lambda emb, c=c: against(emb, 1 - c))
+            total = loss if total is None else total + loss
+            for key, value in branch_logs.items():
+                logs[f"train_{key}" if len(mixed) == 1 else f"train_{key}_crop{c + 1}"] = value
+        assert total is not None
+        return total / len(mixed), logs
 
     # the generator travels with checkpoints so a resumed run draws the same masks
     def state_dict(self) -> dict[str, Any]:

@@ -79,42 +79,31 @@ class SoloMixMaskMixin:
         self.mixmask_symmetric = _is_symmetric(type(self), cfg)
         self.mixmask_spec = parse_branch_cfg(cfg.method_kwargs, int(cfg.augmentations[0].crop_size),
                                              self.mixmask_symmetric)
-        self.mixmask_stats = normalisation(cfg)
-        self.mixmask_seed = int(omegaconf_select(cfg, "seed", 5))
-        self.branches = Branches(self.mixmask_spec, *self.mixmask_stats, seed=self.mixmask_seed * 1000)
+        self.branches = Branches(self.mixmask_spec, *normalisation(cfg),
+                                 seed=int(omegaconf_select(cfg, "seed", 5)))
         if self.num_large_crops != 2:
             raise ConfigError("the MixMask variants need exactly two large crops (augmentations "
                               f"give {self.num_large_crops})")
 
+    def _rank(self) -> int:
+        return int(getattr(self, "global_rank", 0) or 0)
+
     def setup(self, stage: str) -> None:
-        """Gives every process its own mask stream; runs before a checkpoint's state is restored."""
+        """Gives every process its own mask stream, as this package's engine does (``fork``)."""
         super().setup(stage)  # type: ignore[misc]
-        rank = int(getattr(self, "global_rank", 0) or 0)
-        self.branches = Branches(self.mixmask_spec, *self.mixmask_stats,
-                                 seed=self.mixmask_seed * 1000 + rank)
+        self.branches.fork(self._rank())
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.no_channel_last else x.to(memory_format=torch.channels_last)
 
     def mixmask_loss(self, crops: list[torch.Tensor], embed: Callable[[torch.Tensor], torch.Tensor],
                      loss_against: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
-        """The branches' loss for each mixed crop (averaged over crops); logs their terms.
-
-        ``loss_against(emb, crop)`` scores row i of ``emb`` against target i of the crop other than
-        ``crop``, per sample.
-        """
-        total: Optional[torch.Tensor] = None
-        logs: dict[str, Any] = {}
-        mixed = self.branches.crops_to_mix()
-        for c in mixed:
-            loss, branch_logs = self.branches(crops[c], embed,
-                                              lambda emb, c=c: loss_against(emb, c))
-            total = loss if total is None else total + loss
-            for key, value in branch_logs.items():
-                logs[f"train_{key}" if len(mixed) == 1 else f"train_{key}_crop{c + 1}"] = value
-        assert total is not None
+        """The branches' loss (``Branches.run``: the per-crop loop, ``targets: both``, the log
+        keys); ``loss_against(emb, crop)`` scores row i of ``emb`` against target i of the crop
+        other than ``crop``, per sample."""
+        loss, logs = self.branches.run(crops, embed, loss_against)
         self.log_dict(logs, on_epoch=True, sync_dist=True)  # type: ignore[attr-defined]
-        return total / len(mixed)
+        return loss
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
@@ -132,6 +121,7 @@ class SoloMixMaskMixin:
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
         if "mixmask_branches" in checkpoint:
             self.branches.load_state_dict(checkpoint["mixmask_branches"])
+            self.branches.fork(self._rank())
 
 
 class _ReadsSoloStep(SoloMixMaskMixin):
