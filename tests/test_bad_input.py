@@ -16,14 +16,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import tiny_cfg
+from conftest import REPO, tiny_cfg
 from solo_mixmask.cli import main
 from solo_mixmask.engine.pretrain import pretrain
 from solo_mixmask.errors import ConfigError, DataError, one_line
 
 
-def snapshot(root: Path) -> dict[Path, tuple[int, int]]:
-    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+def snapshot(root: Path) -> dict[Path, tuple[int, int] | None]:
+    """Every file (size, mtime) and every folder (None) under ``root``."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None
+            for p in root.rglob("*")}
 
 
 @pytest.fixture
@@ -167,6 +169,31 @@ def test_keys_of_solo_learn_configs_that_no_code_reads_are_noticed(cifar_train, 
     assert "notice: method_kwargs.temperature=0.2 is ignored (SimSiam has no temperature" in err
     assert "notice: augmentations_cfg=scripts/configs/defaults/augmentations/weak.yaml" in err
     assert parsed.method == "simsiam"
+
+
+# ------------------------------------------------------------------------------ config files
+@pytest.mark.parametrize("text,where,message", [
+    ("name: x\noptimizer: {lr: 0.1\nmax_epochs: 1\n", "line 3, column 11",
+     "expected ',' or '}', but got ':'"),
+    ("name: x\noptimizer:\n\tlr: 0.1\n", "line 3, column 1",
+     "found character '\\t' that cannot start any token"),
+    ("name: x\n  method: simclr\n", "line 2, column 9", "mapping values are not allowed here"),
+])
+def test_yaml_syntax_error_names_the_file_and_line(text, where, message, tmp_path, workdir,
+                                                   capsys):
+    (tmp_path / "bad.yaml").write_text(text)
+    line = expect_error(["pretrain", "--config-path", str(tmp_path), "--config-name", "bad"],
+                        tmp_path, capsys, f"cannot parse {tmp_path / 'bad.yaml'}: {where}: ")
+    assert message in line
+
+
+def test_yaml_syntax_error_in_a_config_group_names_that_file(tmp_path, workdir, capsys):
+    (tmp_path / "augmentations").mkdir()
+    (tmp_path / "augmentations" / "weak.yaml").write_text("- crop_size: [32\n")
+    (tmp_path / "run.yaml").write_text("defaults:\n  - augmentations: weak\n  - _self_\n"
+                                       "name: x\n")
+    expect_error(["pretrain", "--config-path", str(tmp_path), "--config-name", "run"], tmp_path,
+                 capsys, f"cannot parse {tmp_path / 'augmentations' / 'weak.yaml'}: line 2")
 
 
 # ------------------------------------------------------------------------------------ data
@@ -359,6 +386,50 @@ def test_knn_with_a_checkpoint_without_backbone_weights(cifar_train, cifar_test,
                   str(cifar_test)], tmp_path, capsys, "checkpoint has no backbone weights")
 
 
+def knn_argv(checkpoint: Path, train: Path, val: Path, *extra: str) -> list[str]:
+    return ["knn", str(checkpoint), "--train-path", str(train), "--val-path", str(val),
+            "--num-workers", "0", *extra]
+
+
+@pytest.mark.parametrize("extra", [[], ["--backbone", "resnet18"]])
+def test_knn_with_backbone_kwargs_of_another_width(extra, small_run, cifar_train, cifar_test,
+                                                   tmp_path, workdir, capsys):
+    """The run trained at width 0.125: asking for 0.5 is refused before a record is written."""
+    line = expect_error(knn_argv(small_run.checkpoint, cifar_train, cifar_test,
+                                 "--backbone-kwargs", '{"width": 0.5}', *extra),
+                        tmp_path, capsys, "backbone width=0.5 does not match the checkpoint")
+    assert "trained with width=0.125" in line
+    assert not (workdir / "results").exists()
+
+
+def test_knn_with_backbone_kwargs_that_do_not_fit_bare_weights(cifar_train, cifar_test,
+                                                               tmp_path, workdir, capsys):
+    """Weights without a config: the width is read from them."""
+    from solo_mixmask.backbones import create_backbone
+
+    path = tmp_path / "r18.pth"
+    torch.save(create_backbone("resnet18", width=0.125, cifar_stem=True).state_dict(), path)
+    line = expect_error(knn_argv(path, cifar_train, cifar_test, "--backbone-kwargs",
+                                 '{"width": 0.5}'),
+                        tmp_path, capsys, "backbone width=0.5 does not match the checkpoint")
+    assert "have width=0.125" in line and "conv1.weight" in line
+    line = expect_error(knn_argv(path, cifar_train, cifar_test, "--backbone-kwargs",
+                                 '{"cifar_stem": false}'),
+                        tmp_path, capsys, "backbone cifar_stem=false does not match the checkpoint")
+    assert "have cifar_stem=true" in line
+
+
+def test_linear_with_a_backbone_width_the_checkpoint_was_not_trained_with(
+        small_run, cifar_train, cifar_test, tmp_path, workdir, capsys):
+    argv = ["linear", "--config-path", str(REPO / "scripts/linear/cifar"), "--config-name",
+            "byol.yaml", f"pretrained_feature_extractor={small_run.checkpoint}",
+            "data.dataset=cifar10", f"data.train_path={cifar_train}",
+            f"data.val_path={cifar_test}", "data.num_workers=0", "accelerator=cpu", "devices=1",
+            "precision=32", "max_epochs=1", "backbone.kwargs.width=0.5"]
+    line = expect_error(argv, tmp_path, capsys, "backbone width=0.5 does not match the checkpoint")
+    assert "trained with width=0.125" in line
+
+
 # ----------------------------------------------------------------------------- other commands
 @pytest.mark.parametrize("argv,message", [
     (["show-masks", "--grids", "0"], "--grids 0: a grid is 2 to --size"),
@@ -368,6 +439,31 @@ def test_knn_with_a_checkpoint_without_backbone_weights(cifar_train, cifar_test,
 ])
 def test_other_commands(argv, message, tmp_path, workdir, capsys):
     expect_error(argv, tmp_path, capsys, message)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optimizer.lrr=0.1", "unknown key 'optimizer.lrr' (did you mean 'optimizer.lr'?)"),
+    ("backbone.kwargs.widht=0.5", "widht"),
+    ("augmentations.0.crop_size=abc", "augmentations[0].crop_size='abc': expected an integer"),
+])
+def test_quickstart_checks_its_config_before_writing_the_digits(override, message, tmp_path,
+                                                                workdir, capsys):
+    out = tmp_path / "quickstart"
+    expect_error(["quickstart", "--out", str(out), override], tmp_path, capsys, message)
+    assert not out.exists()
+
+
+def test_quickstart_out_that_cannot_be_created(tmp_path, workdir, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / "a-file" / "quickstart"
+    expect_error(["quickstart", "--out", str(out)], tmp_path, capsys,
+                 f"--out {out}: cannot create this folder")
+    if Path("/proc/self").is_dir():  # a virtual file system: nothing can be created at its top
+        before = snapshot(tmp_path)
+        assert main(["quickstart", "--out", "/proc/nope"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --out /proc/nope: cannot create"), err
+        assert snapshot(tmp_path) == before and not Path("/proc/nope").exists()
 
 
 def test_report_without_out_writes_nothing(tmp_path, workdir, capsys):

@@ -214,7 +214,7 @@ def test_wrong_checksum_deletes_the_download(server, tmp_path, capsys):
     rc, _, err = zoo(capsys, "download", "w", "--manifest", str(manifest), "--dir",
                      str(tmp_path / "d"), "--quiet")
     assert rc == 2 and err.count("\n") == 1 and err.startswith("error: sha256 mismatch")
-    assert not any((tmp_path / "d").iterdir())
+    assert not (tmp_path / "d").exists()
 
 
 def test_http_404_is_one_clear_line(server, tmp_path, capsys):
@@ -223,7 +223,64 @@ def test_http_404_is_one_clear_line(server, tmp_path, capsys):
                      str(tmp_path / "d"), "--quiet")
     assert rc == 2
     assert err == f"error: download failed: HTTP 404 Not Found for {server.url}/missing.pth\n"
-    assert not any((tmp_path / "d").iterdir())
+    assert not (tmp_path / "d").exists()
+
+
+def snapshot(root: Path) -> dict[Path, Optional[tuple[int, int]]]:
+    """Every file (size, mtime) and every folder (None) under ``root``."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None
+            for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("kind", ["http 404", "sha256 mismatch", "missing file", "not weights"])
+def test_a_failed_download_leaves_nothing_that_was_not_there(kind, server, tmp_path, capsys):
+    """A new download folder (and its new parents) goes again; a folder the user already had
+    stays, with their files, as it was."""
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"this is not a checkpoint\n" * 40)
+    url = {"http 404": f"{server.url}/missing.pth", "sha256 mismatch": bad.as_uri(),
+           "missing file": (tmp_path / "nope.pth").as_uri(), "not weights": bad.as_uri()}[kind]
+    expected = "ab" * 32 if kind == "sha256 mismatch" else None
+    manifest = write_manifest(tmp_path, [{"name": "m", "url": url, "sha256": expected}])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    for target in (tmp_path / "cache" / "solo-mixmask" / "zoo", mine, mine / "zoo"):
+        before = snapshot(tmp_path)
+        rc, _, err = zoo(capsys, "download", "m", "--manifest", str(manifest), "--dir",
+                         str(target), "--quiet")
+        assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert snapshot(tmp_path) == before, f"--dir {target} left files or folders behind"
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_stale_local_file_is_kept_until_its_replacement_is_verified(server, tmp_path, capsys):
+    good = checkpoint_bytes()
+    directory = tmp_path / "d"
+    directory.mkdir()
+    stale = directory / "s.pth"
+    stale.write_bytes(b"an older file")
+    manifest = write_manifest(tmp_path, [{"name": "s", "url": f"{server.url}/s.pth",
+                                          "sha256": sha(good), "filename": "s.pth"}])
+    argv = ["download", "s", "--manifest", str(manifest), "--dir", str(directory), "--quiet"]
+    rc, out, err = zoo(capsys, *argv)  # the server does not have it (yet)
+    assert rc == 2 and "does not match the expected sha256" in out and "HTTP 404" in err
+    assert stale.read_bytes() == b"an older file"
+    assert sorted(p.name for p in directory.iterdir()) == ["s.pth"]
+    server.files["s.pth"] = good
+    rc, _, _ = zoo(capsys, *argv)
+    assert rc == 0 and stale.read_bytes() == good
+
+
+def test_a_download_folder_that_cannot_be_created_is_one_line(server, tmp_path, capsys):
+    server.files["ok.pth"] = checkpoint_bytes()
+    manifest = write_manifest(tmp_path, [{"name": "ok", "url": f"{server.url}/ok.pth"}])
+    (tmp_path / "a-file").write_text("not a folder")
+    target = tmp_path / "a-file" / "zoo"
+    rc, _, err = zoo(capsys, "download", "ok", "--manifest", str(manifest), "--dir", str(target),
+                     "--quiet")
+    assert rc == 2 and err == f"error: cannot create the download folder {target}: Not a directory\n"
+    assert server.requests == []
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
@@ -267,7 +324,7 @@ def test_checkpoint_with_pickled_code_is_refused_not_run(server, tmp_path, capsy
                      str(tmp_path / "d"), "--quiet")
     assert rc == 2 and err.startswith("error: refusing") and "deleted the download" in err
     assert not marker.exists()
-    assert not any((tmp_path / "d").iterdir())
+    assert not (tmp_path / "d").exists()
 
     local = tmp_path / "evil.pth"
     local.write_bytes(data)
@@ -327,7 +384,7 @@ def test_pin_records_first_download_and_later_downloads_must_match(server, tmp_p
     server.files["t.pth"] = second
     rc, _, err = zoo(capsys, "download", "t", *m, "--dir", str(tmp_path / "d2"), "--quiet")
     assert rc == 2 and f"expected {sha(first)}, got {sha(second)}" in err
-    assert not any((tmp_path / "d2").iterdir())
+    assert not (tmp_path / "d2").exists()
     other = tmp_path / "other.pth"
     other.write_bytes(second)
     rc, _, err = zoo(capsys, "pin", "t", *m, "--file", str(other))

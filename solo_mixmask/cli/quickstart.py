@@ -57,19 +57,55 @@ def cache_dir() -> Path:
     return Path(base) / "solo-mixmask"
 
 
+#: classes of the digit scans (the classifier size while the config is checked)
+DIGIT_CLASSES = 10
+
+
+def check_config(cfg) -> None:
+    """Everything a run checks before it reads its images: the config as the engine parses it
+    and the model it describes (notices are left to the run itself)."""
+    import contextlib
+    import io
+    import warnings
+
+    from ..engine.pretrain import build_model, parse_pretrain_cfg
+
+    with warnings.catch_warnings(record=True), contextlib.redirect_stderr(io.StringIO()):
+        parsed = parse_pretrain_cfg(cfg)
+        if OmegaConf.select(parsed, "data.num_classes") is None:
+            parsed.data.num_classes = DIGIT_CLASSES
+        build_model(parsed)
+
+
+def make_folder(out: Path) -> None:
+    """Creates ``out`` (and its parents), or says in one line why it cannot."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create this folder "
+                          f"({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: this folder is not writable")
+
+
 def quickstart_config(out: Path, overrides: list[str]):
-    """The packaged quickstart config with Hydra overrides, pointed at freshly written digits."""
+    """The packaged quickstart config with Hydra overrides, checked, then pointed at freshly
+    written digits in ``out`` (nothing is written when the config or ``out`` is bad)."""
     from ..config import load_config
     from ..data.digits import write_digits
 
     configs = resources.files("solo_mixmask").joinpath("configs")
     with resources.as_file(configs) as directory:
         cfg = load_config(str(directory), "quickstart", overrides)
-    size = int(cfg.augmentations[0].crop_size)
-    train, val = write_digits(out / f"digits-{size}px", size=size)
-    cfg.data.train_path, cfg.data.val_path = str(train), str(val)
     if OmegaConf.is_missing(cfg.checkpoint, "dir") or cfg.checkpoint.dir is None:
         cfg.checkpoint.dir = str(out / "trained_models")
+    # the image folders' names depend on the crop size: any name will do for the check
+    cfg.data.train_path, cfg.data.val_path = str(out / "train"), str(out / "val")
+    check_config(cfg)
+    size = int(cfg.augmentations[0].crop_size)
+    make_folder(out)
+    train, val = write_digits(out / f"digits-{size}px", size=size)
+    cfg.data.train_path, cfg.data.val_path = str(train), str(val)
     return cfg
 
 

@@ -131,8 +131,8 @@ def _obtain(entry, directory: Path, expected: Optional[str], quiet: bool) -> tup
         if expected is None or digest == expected:
             print(f"{entry.name}: already downloaded at {dest}")
             return dest, digest
+        # replaced only once the new download is verified: a failure leaves the old file
         print(f"{entry.name}: {dest} does not match the expected sha256; downloading it again")
-        dest.unlink()
     return fetch(entry.url, dest, expected, check=_safe_check, progress=not quiet)
 
 

@@ -40,6 +40,25 @@ def prepare_overrides(overrides: Sequence[str], directory: Path) -> list[str]:
     return out
 
 
+def yaml_error(exc: Exception, fallback: Path) -> ConfigError:
+    """A YAML syntax error as one line: the file, and the line and column where the parser gave up
+    (with what it was parsing, when it says)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    name = getattr(mark, "name", None)
+    where = Path(name) if name and not str(name).startswith("<") else fallback
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    text = f"cannot parse {where}"
+    if mark is not None:
+        text += f": line {mark.line + 1}, column {mark.column + 1}"
+    text += f": {problem}"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and start is not mark:
+        text += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
+    elif context:
+        text += f" ({context})"
+    return ConfigError(text)
+
+
 def load_config(config_path: Optional[str], config_name: str,
                 overrides: Sequence[str] = ()) -> DictConfig:
     """Composes a config with Hydra (defaults lists, config groups, overrides) and unlocks it.
@@ -50,6 +69,7 @@ def load_config(config_path: Optional[str], config_name: str,
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
 
     name = str(config_name)
     if config_path is None:
@@ -65,8 +85,12 @@ def load_config(config_path: Optional[str], config_name: str,
     try:
         with initialize_config_dir(config_dir=str(directory), version_base="1.2"):
             cfg = compose(config_name=stem, overrides=prepare_overrides(overrides, directory))
+    except YAMLError as exc:  # a syntax error in the file or in a file it includes
+        raise yaml_error(exc, directory / f"{stem}.yaml") from None
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__
+        if isinstance(cause, YAMLError):
+            raise yaml_error(cause, directory / f"{stem}.yaml") from None
         key = getattr(cause, "full_key", None)
         if isinstance(cause, OmegaConfBaseException) and key:
             detail = str(cause).strip().splitlines()[0]

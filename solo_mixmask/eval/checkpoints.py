@@ -11,6 +11,7 @@ never executed. Recognised layouts of the (possibly nested ``state_dict``) weigh
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, first_line
+from ..errors import CheckpointError, ConfigError, first_line
 
 FORMATS = ("solo_mixmask", "solo-learn", "official", "torchvision")
 
@@ -95,32 +96,109 @@ def infer_resnet(weights: dict[str, torch.Tensor]) -> dict[str, Any]:
                                      "cifar_stem": conv1.shape[-1] == 3}}
 
 
+_RESNETS = ("resnet18", "resnet34", "resnet50")
+#: ResNet kwargs that shape the network (not only its initialisation), with their defaults
+_RESNET_ARCH = {"width": 1.0, "cifar_stem": False, "maxpool": None}
+
+
+def _value(v: Any) -> str:
+    """A kwarg's value as the config and ``--backbone-kwargs`` spell it."""
+    return json.dumps(v) if isinstance(v, (bool, int, float, type(None))) else repr(v)
+
+
+def _resnet_arch(kwargs: dict[str, Any]) -> dict[str, Any]:
+    arch = {k: kwargs.get(k, d) for k, d in _RESNET_ARCH.items()}
+    if arch["maxpool"] is None:  # the ResNets' own rule: the pool goes with the ImageNet stem
+        arch["maxpool"] = not bool(arch["cifar_stem"])
+    return arch
+
+
+def _check_recorded(path: Path, kwargs: dict[str, Any], recorded: dict[str, Any]) -> None:
+    """The ResNet that ``kwargs`` describe is the one the checkpoint's config recorded."""
+    asked, trained = _resnet_arch(kwargs), _resnet_arch(recorded)
+    if not isinstance(asked["width"], (int, float)) or isinstance(asked["width"], bool):
+        raise ConfigError(f"backbone width={asked['width']!r}: expected a number")
+    for key in _RESNET_ARCH:
+        same = (float(asked[key]) == float(trained[key]) if key == "width"
+                else bool(asked[key]) == bool(trained[key]))
+        if not same:
+            raise CheckpointError(f"backbone {key}={_value(kwargs.get(key, asked[key]))} does not "
+                                  f"match the checkpoint: {path} was trained with "
+                                  f"{key}={_value(recorded.get(key, trained[key]))}")
+
+
+def _shape_mismatch(path: Path, name: str, kwargs: dict[str, Any],
+                    weights: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+                    ) -> Optional[CheckpointError]:
+    """The first weight whose shape differs from the backbone's, as one line naming the kwarg
+    behind it when the weights tell (a ResNet's width or stem)."""
+    key = next((k for k, v in weights.items() if k in own and tuple(own[k].shape) != tuple(v.shape)),
+               None)
+    if key is None:
+        return None
+    sizes = (f"size mismatch for {key}: {list(weights[key].shape)} in the checkpoint, "
+             f"{list(own[key].shape)} in the backbone")
+    conv1, mine = weights.get("conv1.weight"), own.get("conv1.weight")
+    if name in _RESNETS and conv1 is not None and mine is not None:
+        try:
+            found = infer_resnet(weights)["kwargs"]
+        except CheckpointError:
+            found = None
+        arch = _resnet_arch(kwargs)
+        if found is not None and conv1.shape[0] != mine.shape[0]:
+            what = "width"
+        elif found is not None and conv1.shape[-1] != mine.shape[-1]:
+            what = "cifar_stem"
+        else:
+            what = None
+        if what is not None:
+            return CheckpointError(
+                f"backbone {what}={_value(kwargs.get(what, arch[what]))} does not match the "
+                f"checkpoint: the weights in {path} have {what}={_value(found[what])} ({sizes})")
+    return CheckpointError(f"backbone {name} {kwargs} does not match the checkpoint {path}: "
+                           f"{sizes}")
+
+
 def load_backbone(path: str | os.PathLike, name: Optional[str] = None,
                   kwargs: Optional[dict[str, Any]] = None) -> tuple[nn.Module, dict[str, Any]]:
     """Builds the backbone stored in ``path`` and loads its weights strictly.
 
-    The architecture comes from ``name``/``kwargs`` when given, else from the checkpoint's own
-    config, else it is inferred from ResNet weights. A shape or key mismatch is a CheckpointError.
+    The architecture comes from ``name`` when given, else from the checkpoint's own config, else
+    it is inferred from ResNet weights; ``kwargs`` complete it (without ``name``: on top of what
+    the checkpoint records). Kwargs that disagree with what the checkpoint recorded, or weights
+    that do not fit the backbone built (a key or shape mismatch), are a CheckpointError naming the
+    kwarg, or the weight, and both values.
     """
     from ..backbones import create_backbone
 
+    path = Path(path)
     obj = load_checkpoint_file(path)
     weights, fmt = split_backbone(obj)
     info: dict[str, Any] = {"format": fmt}
+    stored = stored_backbone_cfg(obj)
+    recorded: Optional[dict[str, Any]] = None
+    if stored is not None:
+        recorded = dict(stored["backbone"].get("kwargs") or {})
     if name is None:
-        stored = stored_backbone_cfg(obj)
         if stored is not None:
-            name = stored["backbone"]["name"]
-            kwargs = dict(stored["backbone"].get("kwargs") or {})
-            if "cifar_stem" not in kwargs and name.startswith("resnet"):
-                kwargs["cifar_stem"] = weights["conv1.weight"].shape[-1] == 3
+            name = str(stored["backbone"]["name"])
+            base = dict(recorded or {})
         else:
             guess = infer_resnet(weights)
-            name, kwargs = guess["name"], guess["kwargs"]
+            name, base = guess["name"], dict(guess["kwargs"])
+        kwargs = {**base, **(kwargs or {})}
     kwargs = dict(kwargs or {})
-    if name.startswith("resnet") and "cifar_stem" not in kwargs and "conv1.weight" in weights:
-        kwargs["cifar_stem"] = weights["conv1.weight"].shape[-1] == 3
+    if name.startswith("resnet") and "conv1.weight" in weights:
+        stem = weights["conv1.weight"].shape[-1] == 3
+        kwargs.setdefault("cifar_stem", stem)
+        if recorded is not None:
+            recorded.setdefault("cifar_stem", stem)
+    if name in _RESNETS and recorded is not None and str(stored["backbone"]["name"]) == name:
+        _check_recorded(path, kwargs, recorded)
     backbone = create_backbone(name, **kwargs)
+    error = _shape_mismatch(path, name, kwargs, weights, backbone.state_dict())
+    if error is not None:
+        raise error
     try:
         backbone.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
@@ -138,8 +216,8 @@ def resolve_backbone_spec(obj: dict[str, Any], name: Optional[str] = None,
     stores (its config, else its ResNet weights), so an evaluation config may just say
     ``backbone.name: resnet18`` for a half-width CIFAR model. Asking for another architecture than
     the stored one is a CheckpointError rather than a confusing shape dump."""
-    if name is None:
-        return None, None
+    if name is None:  # load_backbone takes the checkpoint's architecture, completed by kwargs
+        return None, (dict(kwargs) if kwargs else None)
     kwargs = dict(kwargs or {})
     stored = stored_backbone_cfg(obj)
     if stored is not None:

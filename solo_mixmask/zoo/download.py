@@ -5,7 +5,8 @@ with a ``Range`` request (automatically a few times, and again on the next run);
 is hashed, checked by the caller (e.g. read as weights only) and only then renamed to ``dest``. A
 sha256 mismatch or a refused file deletes the ``.part`` and says so. Google Drive links go through
 ``gdown``, which handles Drive's confirmation pages and quotas. Every failure is one-line
-``DownloadError`` (HTTP status, unreachable host, disk full, interrupted transfer).
+``DownloadError`` (HTTP status, unreachable host, disk full, interrupted transfer), and a failed
+download removes the folders it created, unless a partial file kept for resuming is inside.
 """
 
 from __future__ import annotations
@@ -70,7 +71,38 @@ def fetch(url: str, dest: str | os.PathLike, sha256: Optional[str] = None, *,
     before the rename; if it raises, the ``.part`` is deleted and the error is re-raised.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    created = make_folder(dest.parent)
+    try:
+        return _fetch(url, dest, sha256, check, progress, retries, timeout)
+    except BaseException:
+        remove_empty(created)
+        raise
+
+
+def make_folder(folder: Path) -> list[Path]:
+    """Creates ``folder`` and its missing parents; returns those it created, deepest first."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        remove_empty(created)
+        raise DownloadError(f"cannot create the download folder {folder}: "
+                            f"{exc.strerror or exc}") from None
+    return created
+
+
+def remove_empty(created: list[Path]) -> None:
+    """Removes the folders a failed download created, deepest first, while they are empty (a
+    partial file kept for resuming keeps its folder)."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _fetch(url: str, dest: Path, sha256: Optional[str], check: Optional[Callable[[Path], Any]],
+           progress: bool, retries: int, timeout: float) -> tuple[Path, str]:
     part = part_path(dest)
     if is_google_drive(url):
         _gdrive(url, part, progress)
