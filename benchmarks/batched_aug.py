@@ -215,8 +215,7 @@ def step_syncs(images: torch.Tensor, device: torch.device) -> tuple[int, list[st
     import host_syncs
 
     from solo_mixmask.config import load_config
-    from solo_mixmask.config.pretrain import parse_pretrain_cfg
-    from solo_mixmask.engine.pretrain import build_model
+    from solo_mixmask.engine.pretrain import build_model, parse_pretrain_cfg
 
     path = REPO / "scripts" / "pretrain" / "paper" / "cifar100" / "mocov2plus_mixmask.yaml"
     cfg = OmegaConf.merge(load_config(str(path.parent), path.name), OmegaConf.from_dotlist([

@@ -128,7 +128,7 @@ class PeakRSS:
 def _our_loader(path: str, name: str, root: str, workers: int) -> Any:
     from omegaconf import OmegaConf
 
-    from solo_mixmask.config.pretrain import parse_pretrain_cfg
+    from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 
     spec = DATASETS[name]
     cfg = OmegaConf.create({

@@ -209,7 +209,7 @@ def profile_step(cfg: Any, batches: list, steps: int, device: str, top: int = 15
 
 def build_cfg(method: str, args: Any, root: Path, extra: Sequence[str] = ()) -> Any:
     from solo_mixmask.config.loading import load_config
-    from solo_mixmask.config.pretrain import parse_pretrain_cfg
+    from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 
     name = "mocov2plus_mixmask" if method.startswith("mixmask_") else "mocov2plus"
     gpu = args.device != "cpu"

@@ -149,8 +149,8 @@ def protocol_knn_argv(plan, method: str, checkpoint: Path, train: Path, test: Pa
 def stopped_segment(cfg) -> tuple[float, Optional[str]]:
     """Seconds a stopped run of ``cfg`` ran up to its last checkpoint (args.json is written at its
     start), and that checkpoint's name; (0, None) when there is none to resume."""
-    from solo_mixmask.config.pretrain import parse_pretrain_cfg
     from solo_mixmask.engine.checkpoint import find_resumable
+    from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 
     parsed = parse_pretrain_cfg(cfg.copy())
     ckpt = find_resumable(parsed, Path(parsed.checkpoint.dir) / parsed.method, 0)
@@ -293,7 +293,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def check_plan(args) -> object:
     """The plan and every run's config, validated before anything is unpacked or written: a
     missing or unreadable plan, an unknown method or variant, a bad override are one error line."""
-    from solo_mixmask.config.pretrain import parse_pretrain_cfg
+    from solo_mixmask.engine.pretrain import parse_pretrain_cfg
     from solo_mixmask.errors import SoloMixMaskError, one_line
 
     path = Path(args.config)

@@ -69,7 +69,7 @@ class StandInTrainer:
 
 def build_cfg(method: str, width: float, batch: int, data_root: str, channels_last: bool) -> Any:
     from solo_mixmask.config.loading import load_config
-    from solo_mixmask.config.pretrain import parse_pretrain_cfg
+    from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 
     base = method.removeprefix("mixmask_")
     name = f"{base}_mixmask" if method.startswith("mixmask_") else base

@@ -1,8 +1,23 @@
 """solo-mixmask: MixMask for Siamese self-supervised learning, in the solo-learn style.
 
-Data flow: ``data`` (datasets, crops) -> ``methods`` (backbone, heads, MixMask branches from
-``mixmask``) -> ``losses`` -> ``eval`` (KNN, linear, semi-supervised, exports). ``engine`` runs the
-training loop on Lightning; ``cli`` is the ``solo-mixmask`` command.
+Layers, lowest first, one a line; a module imports from its own layer and lower ones, never from
+a higher one, and no import, at module level or inside a function, closes a cycle
+(``tests/test_import_layers.py`` reads this list and holds every module to it):
+
+    __init__, __version__, errors, utils, backbones
+    config, losses
+    data, mixmask
+    methods, solo
+    engine
+    eval
+    zoo
+    cli, __main__
+
+``utils`` holds what any layer may use (collectives, optimisers, the KNN metric, feature
+extraction); ``config`` the schema, the checks and the dataset table; ``data`` reads and crops the
+images; ``mixmask`` the masks and branches; ``methods`` the models (``solo`` the same branches in
+solo-learn's classes); ``engine`` trains on Lightning; ``eval`` runs the offline protocols; ``cli``
+is the ``solo-mixmask`` command.
 """
 
 from .__version__ import __version__

@@ -151,8 +151,8 @@ def weight_sums(model: torch.nn.Module) -> dict[str, list[float]]:
 
 def first_step(case: dict[str, Any], trees: dict[str, Path], work: Path) -> dict[str, Any]:
     """The case's config as shipped (its digest), then its small form's first step."""
-    from solo_mixmask.config import load_config, parse_pretrain_cfg
-    from solo_mixmask.engine.pretrain import pretrain
+    from solo_mixmask.config import load_config
+    from solo_mixmask.engine.pretrain import parse_pretrain_cfg, pretrain
 
     path = case["path"]
     shipped = load_config(str(path.parent), path.name)

@@ -146,7 +146,7 @@ def test_yaml_typos_and_values(yaml_edit, message, cifar_train, tmp_path, workdi
 
 
 def test_solo_learn_keys_this_engine_ignores_are_noticed(cifar_train, tmp_path, capsys):
-    from solo_mixmask.config import parse_pretrain_cfg
+    from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 
     cfg = tiny_cfg("byol", cifar_train, tmp_path, auto_umap__enabled=True,
                    debug_augmentations=True)
@@ -160,7 +160,7 @@ def test_solo_learn_keys_this_engine_ignores_are_noticed(cifar_train, tmp_path, 
 
 def test_keys_of_solo_learn_configs_that_no_code_reads_are_noticed(cifar_train, tmp_path, capsys):
     """solo-learn's SimSiam configs carry a temperature, and one carries augmentations_cfg."""
-    from solo_mixmask.config import parse_pretrain_cfg
+    from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 
     cfg = tiny_cfg("simsiam", cifar_train, tmp_path, method_kwargs__temperature=0.2,
                    augmentations_cfg="scripts/configs/defaults/augmentations/weak.yaml")

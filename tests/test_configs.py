@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from solo_mixmask.config import load_config, parse_pretrain_cfg
+from solo_mixmask.config import load_config
 from solo_mixmask.data.info import DATASETS
+from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 
 CONFIGS = sorted((REPO / "scripts" / "pretrain").glob("*/*.yaml")) + sorted(
     (REPO / "scripts" / "pretrain" / "paper").glob("*/*.yaml"))

@@ -13,12 +13,12 @@ from omegaconf import OmegaConf
 from torchvision.transforms.v2 import functional as F
 
 from conftest import tiny_cfg
-from solo_mixmask.config.pretrain import parse_pretrain_cfg
 from solo_mixmask.config.schema import AugmentationConfig
 from solo_mixmask.data.batched import BatchedMultiCrop
 from solo_mixmask.data.datasets import decode_image, scan_image_folder
 from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loader
 from solo_mixmask.data.recipe import CropRecipe, Recipe, blur_kernel, dataset_stats
+from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 from solo_mixmask.errors import ConfigError
 
 try:

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, tiny_cfg
 from solo_mixmask.cli import main
 from solo_mixmask.config import load_config
-from solo_mixmask.config.pretrain import parse_pretrain_cfg
+from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 from solo_mixmask.errors import DataError
 from solo_mixmask.eval.records import SCHEMA, load_records, variant_of, write_record
 from solo_mixmask.eval.report import (

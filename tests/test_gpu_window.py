@@ -339,7 +339,8 @@ def test_a_cell_stopped_by_its_time_limit_says_so(tmp_path):
 
 
 def test_every_engine_cell_composes_with_the_plans_overrides(tmp_path):
-    from solo_mixmask.config import load_config, parse_pretrain_cfg
+    from solo_mixmask.config import load_config
+    from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 
     plan = gpu_plan.load_plan()
     ns = type("Args", (), {"work": str(tmp_path), "cpu_smoke": False})()

@@ -9,9 +9,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from conftest import tiny_cfg
-from solo_mixmask.config import parse_pretrain_cfg
 from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loader
-from solo_mixmask.engine.pretrain import pretrain
+from solo_mixmask.engine.pretrain import parse_pretrain_cfg, pretrain
 from solo_mixmask.methods import METHODS
 
 

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO, tiny_cfg
-from solo_mixmask.config import load_config, parse_pretrain_cfg
+from solo_mixmask.config import load_config
 from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loader
+from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 from solo_mixmask.errors import ConfigError
 from solo_mixmask.methods import METHODS
 

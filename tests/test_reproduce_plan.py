@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from solo_mixmask.config.pretrain import parse_pretrain_cfg
+from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 from solo_mixmask.eval.records import variant_of
 
 spec = importlib.util.spec_from_file_location("reproduce", REPO / "benchmarks" / "reproduce.py")

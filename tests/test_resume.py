@@ -15,9 +15,8 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
 from conftest import REPO, tiny_cfg
-from solo_mixmask.config import parse_pretrain_cfg
 from solo_mixmask.engine.checkpoint import find_resumable
-from solo_mixmask.engine.pretrain import pretrain
+from solo_mixmask.engine.pretrain import parse_pretrain_cfg, pretrain
 
 
 class CaptureAtStart(Callback):

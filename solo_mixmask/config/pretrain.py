@@ -1,21 +1,27 @@
 """Parsing pretraining configs: the schema check, then what depends on several keys.
 
-``parse_pretrain_cfg`` runs before anything is built or written; every problem is a ``ConfigError``
+``parse_common_cfg`` runs before anything is built or written; every problem is a ``ConfigError``
 naming the key. Types, ranges, choices and defaults come from ``schema.PretrainConfig``; this module
 adds the checks that involve more than one key, the machine (accelerator, precision) and the
-solo-learn conventions (learning rates scaled by the total batch size / 256).
+solo-learn conventions (learning rates scaled by the total batch size / 256). The method's own
+checks (``method_kwargs``) belong to the method classes, above this layer: the engine's
+``parse_pretrain_cfg`` runs them after these.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ..data.info import DATASETS, canonical_dataset
 from ..errors import ConfigError
+from ..utils.distributed import configured_world_size
+from ..utils.distributed import num_devices as num_devices  # engine/trainer.py reads it here
+from ..utils.optim import build_optimizer
+from .datasets import DATASETS, canonical_dataset
 from .loading import select
 from .schema import PretrainConfig, closest, report_ignored, validate
 
@@ -26,24 +32,6 @@ def require(cfg: DictConfig, key: str, where: str = "config") -> Any:
     if value is None:
         raise ConfigError(f"{where}: missing required key '{key}'")
     return value
-
-
-def num_devices(devices: Any) -> int:
-    """Devices given as an int, a list of ids or a string ('0,1' or '2'); -1/'auto' means 1 here."""
-    if isinstance(devices, (list, tuple, ListConfig)):
-        return max(1, len(devices))
-    if isinstance(devices, str):
-        text = devices.strip()
-        if text in ("auto", "-1", ""):
-            return 1
-        if "," in text:
-            return len([d for d in text.split(",") if d.strip()])
-        return max(1, int(text))
-    return max(1, int(devices))
-
-
-def world_size(cfg: DictConfig) -> int:
-    return num_devices(cfg.devices) * int(select(cfg, "num_nodes", 1))
 
 
 def resolve_hardware(cfg: DictConfig) -> None:
@@ -79,7 +67,7 @@ def lr_scale(cfg: DictConfig) -> float:
     (``optimizer.scale_lr: false`` takes them as given, as W-MSE's Adam recipes state them)."""
     if not bool(cfg.optimizer.scale_lr):
         return 1.0
-    return int(cfg.optimizer.batch_size) * world_size(cfg) / 256
+    return int(cfg.optimizer.batch_size) * configured_world_size(cfg) / 256
 
 
 def check_decay_steps(cfg: DictConfig) -> None:
@@ -119,12 +107,6 @@ def check_dataset(cfg: DictConfig) -> str:
 def check_optimizer_kwargs(cfg: DictConfig) -> None:
     """Builds the optimizer once on a dummy parameter, so a misspelt ``optimizer.kwargs`` key is
     reported now rather than after the run folder exists."""
-    import inspect
-
-    from omegaconf import OmegaConf
-
-    from ..utils.optim import build_optimizer
-
     kwargs = OmegaConf.to_container(cfg.optimizer.kwargs, resolve=True) or {}
     param = torch.nn.Parameter(torch.zeros(1))
     try:
@@ -140,15 +122,11 @@ def check_optimizer_kwargs(cfg: DictConfig) -> None:
         raise ConfigError(f"optimizer.kwargs: {exc}") from None
 
 
-def parse_pretrain_cfg(cfg: DictConfig) -> DictConfig:
-    """The validated, completed config with scaled learning rates (the caller's is not changed)."""
-    from ..methods import METHODS
-
+def parse_common_cfg(cfg: DictConfig) -> DictConfig:
+    """The validated, completed config with scaled learning rates (the caller's is not changed):
+    every check but the method's own, which needs the method classes."""
     given = copy.deepcopy(cfg)
     method = select(cfg, "method")
-    if method is not None and method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}: choose one of {sorted(METHODS)}"
-                          + closest(str(method), sorted(METHODS)))
     cfg = validate(cfg, PretrainConfig)
     report_ignored(cfg, given)
 
@@ -191,6 +169,4 @@ def parse_pretrain_cfg(cfg: DictConfig) -> DictConfig:
         cfg.optimizer.lr = float(cfg.optimizer.lr) * scale
         cfg.optimizer.classifier_lr = float(cfg.optimizer.classifier_lr) * scale
         cfg.optimizer.lr_scale = scale
-
-    METHODS[method].add_and_assert_specific_cfg(cfg)
     return cfg

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
+from ..config.datasets import DATASETS
 from ..config.loading import select
 from ..errors import DataError
 from .augmentations import build_eval_transform
@@ -24,7 +25,6 @@ from .datasets import (
     scan_image_folder,
     verify_images,
 )
-from .info import DATASETS
 from .recipe import Recipe, dataset_stats
 from .sampling import EpochSampler, ResumableLoader
 

@@ -6,8 +6,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
-from ..eval.features import extract_features
-from ..eval.knn import knn_accuracy
+from ..utils.features import extract_features
+from ..utils.knn import knn_accuracy
 
 
 class KNNMonitor(Callback):

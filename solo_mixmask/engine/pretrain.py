@@ -2,6 +2,8 @@
 
 Everything that can fail on bad input (config, paths, images, model construction) runs before the
 run directory is created, so a failed start writes nothing and overwrites nothing.
+``parse_pretrain_cfg`` is the whole config check: the common one of ``config.pretrain`` and the
+method's own, which only a layer above the methods can reach.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ..config.loading import select
-from ..config.pretrain import parse_pretrain_cfg, world_size
+from ..config.pretrain import parse_common_cfg
+from ..config.schema import closest
+from ..data.dali import build_dali_pretrain_loader
 from ..data.loaders import (
     build_eval_loader,
     build_pretrain_dataset,
@@ -30,9 +34,11 @@ from ..data.loaders import (
     close_loaders,
     count_classes,
 )
+from ..data.resident import build_device_loaders
 from ..data.sampling import EpochSampler
 from ..errors import CheckpointError, ConfigError, DataError, Interrupted, first_line, one_line
 from ..methods import METHODS
+from ..utils.distributed import configured_world_size
 from .checkpoint import Checkpointer, find_resumable, new_version, write_json_atomic
 from .interrupt import DataPosition, GracefulInterrupt
 from .monitors import KNNMonitor
@@ -92,6 +98,18 @@ def _check_loggers(cfg: DictConfig) -> None:
         raise ConfigError("wandb.enabled=true needs the wandb package (pip install wandb)")
 
 
+def parse_pretrain_cfg(cfg: DictConfig) -> DictConfig:
+    """The validated, completed config (the caller's is not changed): the method's name first,
+    then ``config.pretrain``'s checks, then the method's own (``add_and_assert_specific_cfg``)."""
+    method = select(cfg, "method")
+    if method is not None and method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}: choose one of {sorted(METHODS)}"
+                          + closest(str(method), sorted(METHODS)))
+    cfg = parse_common_cfg(cfg)
+    METHODS[cfg.method].add_and_assert_specific_cfg(cfg)
+    return cfg
+
+
 def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Any, bool]:
     """Parses the config and builds the loaders (all input checks happen here): training,
     validation, the clean KNN bank (None unless ``knn_eval.bank: clean``), and whether a GPU
@@ -103,13 +121,9 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Any, bool]:
     gpu = uses_gpu(cfg)
     bank = None
     if cfg.data.format == "device":
-        from ..data.resident import build_device_loaders
-
         train_loader, val_loader, bank = build_device_loaders(cfg, gpu)
         return cfg, train_loader, val_loader, bank, gpu
     if cfg.data.format == "dali":
-        from ..data.dali import build_dali_pretrain_loader
-
         train_loader = build_dali_pretrain_loader(cfg, gpu)
     else:
         train_loader = build_pretrain_loader(cfg, build_pretrain_dataset(cfg), gpu)
@@ -127,7 +141,7 @@ def steps_per_epoch(cfg: DictConfig, loader: Any) -> int:
     and gradient accumulation included), from the config rather than from the live loader."""
     sampler = getattr(loader, "sampler", None)
     if isinstance(sampler, EpochSampler):
-        per_rank = math.ceil(len(sampler.indices) / world_size(cfg))
+        per_rank = math.ceil(len(sampler.indices) / configured_world_size(cfg))
         batches = per_rank // int(cfg.optimizer.batch_size)
     else:
         batches = len(loader)

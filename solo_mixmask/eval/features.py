@@ -1,4 +1,8 @@
-"""Feature extraction with a frozen backbone, and the image datasets evaluations read."""
+"""Feature banks of a frozen backbone, and the image datasets evaluations read.
+
+``extract_features`` itself lives in ``utils.features``, where the training run's KNN monitor
+takes it from too; it is re-exported here for the evaluations' callers.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +10,14 @@ import os
 from typing import Callable, Iterable, Optional
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.loaders import build_dataset
+from ..utils.features import extract_features
 
-@torch.no_grad()
-def extract_features(backbone: nn.Module, loader: Iterable, device: torch.device | str = "cpu",
-                     channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features and labels of every batch of ``(x, y)`` (or ``(index, x, y)``)."""
-    was_training = backbone.training
-    backbone.eval()
-    feats, labels = [], []
-    for batch in loader:
-        x, y = batch[-2], batch[-1]
-        x = x.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        feats.append(backbone(x).float().cpu())
-        labels.append(torch.as_tensor(y).cpu())
-    backbone.train(was_training)
-    if not feats:
-        return torch.empty(0), torch.empty(0, dtype=torch.long)
-    return torch.cat(feats), torch.cat(labels).long()
-
+__all__ = ["class_names", "eval_loader", "extract_bank", "extract_features", "image_dataset"]
 
 
 def _dataset_size(loader: Iterable) -> Optional[int]:
@@ -81,10 +70,6 @@ def image_dataset(path: str | os.PathLike, dataset: str, transform: Optional[Cal
                   train: bool, download: bool = False) -> Dataset:
     """``(image, target)`` samples of an ImageFolder tree, or of torchvision's CIFAR/STL files for
     those datasets when ``path`` has no class folders (as in pretraining)."""
-    from omegaconf import OmegaConf
-
-    from ..data.loaders import build_dataset
-
     cfg = OmegaConf.create({"data": {"dataset": dataset, "download": download}})
     return build_dataset(cfg, str(path), train, transform, with_index=False)
 

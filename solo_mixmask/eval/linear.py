@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from ..config.datasets import DATASETS
 from ..config.loading import select
 from ..config.pretrain import (
     check_dataset,
@@ -35,12 +36,15 @@ from ..config.pretrain import (
 )
 from ..config.schema import LinearConfig, report_ignored, validate
 from ..data.augmentations import build_eval_transform, build_linear_train_transform
-from ..data.info import DATASETS
+from ..engine.checkpoint import Checkpointer, find_resumable, new_version, write_json_atomic
+from ..engine.trainer import trainer_kwargs, uses_gpu
 from ..errors import CheckpointError, ConfigError, DataError
+from ..utils.features import extract_features
 from ..utils.optim import build_optimizer
 from ..utils.schedulers import build_schedule
 from .checkpoints import load_backbone, load_checkpoint_file, resolve_backbone_spec, split_backbone
-from .features import class_names, eval_loader, extract_features, image_dataset
+from .feature_probe import train_feature_probe
+from .features import class_names, eval_loader, image_dataset
 from .records import make_record, provenance, write_record
 
 #: crop sizes of the usual protocols when the config does not give one
@@ -267,8 +271,6 @@ def load_pretrained(cfg: DictConfig) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _accelerator_device(cfg: DictConfig) -> torch.device:
-    from ..engine.trainer import uses_gpu
-
     return torch.device("cuda" if uses_gpu(cfg) else "cpu")
 
 
@@ -290,8 +292,6 @@ def precompute(backbone: nn.Module, train: Dataset, val: Dataset, cfg: DictConfi
 
 def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> pl.Trainer:
     from lightning.pytorch.loggers import CSVLogger
-
-    from ..engine.trainer import trainer_kwargs
 
     logger = CSVLogger(save_dir=str(run_dir), name="logs")
     return pl.Trainer(**trainer_kwargs(cfg, run_dir, callbacks, logger))
@@ -326,8 +326,6 @@ def _local_rank() -> int:
 
 
 def _run_dir(cfg: DictConfig, kind: str) -> tuple[Path, str, Optional[Path]]:
-    from ..engine.checkpoint import find_resumable, new_version, write_json_atomic
-
     root = Path(cfg.checkpoint.dir) / kind
     resume = None
     if bool(cfg.auto_resume.enabled):
@@ -381,8 +379,6 @@ def _wmse_probe(cfg: DictConfig, kind: str, train: TensorDataset, val: TensorDat
                 num_classes: int, info: dict[str, Any], run_dir: Path, command: Optional[str],
                 extra_settings: Optional[Callable[[], dict[str, Any]]]) -> EvalResult:
     """W-MSE's probe on the precomputed features (``feature_probe.py``); one process."""
-    from .feature_probe import train_feature_probe
-
     result = train_feature_probe(*train.tensors, *val.tensors, num_classes,
                                  epochs=int(cfg.max_epochs), lr=float(cfg.optimizer.lr),
                                  lr_end=max(float(cfg.scheduler.min_lr), 1e-12),
@@ -407,8 +403,6 @@ def run_linear(cfg: DictConfig, kind: str = "linear",
     ``extra_settings()`` adds to the record's settings.
     Everything that can fail on bad input runs before the run directory is created.
     """
-    from ..engine.checkpoint import Checkpointer
-
     if schema is not None:
         cfg = parse_linear_cfg(cfg, schema)
     pl.seed_everything(int(cfg.seed), workers=True)

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
+from ..__version__ import __version__
 from ..errors import DataError
 
 SCHEMA = "solo-mixmask/result/1"
@@ -153,8 +154,6 @@ def make_record(eval_kind: str, metrics: Mapping[str, float], *, checkpoint: str
     """A record for one evaluation; ``overrides`` (method, variant, epochs, backbone) win over what
     the checkpoint says, for checkpoints that carry no config. ``command`` defaults to this
     process's command line."""
-    from ..__version__ import __version__
-
     record: dict[str, Any] = {
         "schema": SCHEMA,
         "eval": eval_kind,

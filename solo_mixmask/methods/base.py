@@ -23,7 +23,7 @@ from ..backbones import BACKBONES, create_backbone, is_known_backbone
 from ..config.loading import select
 from ..config.schema import validate
 from ..errors import ConfigError
-from ..eval.knn import knn_accuracy
+from ..utils.knn import knn_accuracy
 from ..utils.momentum import copy_params, ema_update, tau_at
 from ..utils.optim import build_optimizer, split_no_decay
 from ..utils.schedulers import build_schedule, constant
@@ -86,7 +86,8 @@ class BaseMethod(pl.LightningModule):
     @classmethod
     def add_and_assert_specific_cfg(cls, cfg: DictConfig) -> DictConfig:
         """Validates ``method_kwargs`` against the method's schema (filling its defaults) and the
-        settings that depend on other keys (called by the config parser)."""
+        settings that depend on other keys (called by ``engine.pretrain.parse_pretrain_cfg``
+        after the common checks)."""
         cfg.method_kwargs = validate(cfg.method_kwargs, cls.kwargs_schema, "method_kwargs")
         if not is_known_backbone(str(cfg.backbone.name)):
             raise ConfigError(

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from ..config.loading import select
-from ..config.pretrain import world_size
 from ..config.schema import check_auto_or_int, opt
 from ..data.sampling import mix_seed
 from ..errors import ConfigError
@@ -59,7 +58,7 @@ class MoCoV2Plus(BaseMomentumMethod):
     def add_and_assert_specific_cfg(cls, cfg: DictConfig) -> DictConfig:
         cfg = super().add_and_assert_specific_cfg(cfg)
         kw = cfg.method_kwargs
-        world = world_size(cfg)
+        world = dist.configured_world_size(cfg)
         batch = int(cfg.optimizer.batch_size)
         if kw.bn_splits == "auto":
             kw.bn_splits = 8 if world == 1 and batch % 8 == 0 else 1

@@ -16,6 +16,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
+from .compat import adapt_cfg
+from .registry import register
+
 log = logging.getLogger(__name__)
 
 
@@ -34,15 +37,11 @@ class MixMaskCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.adapt:
             return
-        from .compat import adapt_cfg
-
         with read_write(config), open_dict(config):
             for note in adapt_cfg(config):
                 # printed: the configs here switch Hydra's logging off
                 print(f"solo-mixmask: {note}", file=sys.stderr)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from . import register
-
         names = sorted(register())
         log.info("solo-mixmask: registered %s in solo.methods.METHODS", ", ".join(names))

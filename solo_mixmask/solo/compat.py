@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.info import DATASETS, canonical_dataset
+from ..config.datasets import DATASETS, canonical_dataset
 
 SOLO_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
 

@@ -1,9 +1,12 @@
-"""Collectives that are no-ops on a single process."""
+"""Collectives that are no-ops on a single process, and the process count a config asks for."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 def is_dist() -> bool:
@@ -11,7 +14,29 @@ def is_dist() -> bool:
 
 
 def world_size() -> int:
+    """Processes in the running group (1 without one)."""
     return dist.get_world_size() if is_dist() else 1
+
+
+def num_devices(devices: Any) -> int:
+    """Devices given as an int, a list of ids or a string ('0,1' or '2'); -1/'auto' means 1 here."""
+    if isinstance(devices, (list, tuple, ListConfig)):
+        return max(1, len(devices))
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text in ("auto", "-1", ""):
+            return 1
+        if "," in text:
+            return len([d for d in text.split(",") if d.strip()])
+        return max(1, int(text))
+    return max(1, int(devices))
+
+
+def configured_world_size(cfg: DictConfig) -> int:
+    """Processes the config's ``devices`` and ``num_nodes`` will start: known before any process
+    group exists (learning-rate scaling, queue sizes, steps per epoch)."""
+    nodes = OmegaConf.select(cfg, "num_nodes", default=None, throw_on_missing=False)
+    return num_devices(cfg.devices) * int(1 if nodes is None else nodes)
 
 
 def rank() -> int:
