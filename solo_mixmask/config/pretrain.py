@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..utils.distributed import configured_world_size
-from ..utils.distributed import num_devices as num_devices  # engine/trainer.py reads it here
 from ..utils.optim import build_optimizer
 from .datasets import DATASETS, canonical_dataset
 from .loading import select

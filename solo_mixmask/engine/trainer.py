@@ -22,8 +22,8 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 
 from ..config.loading import select
-from ..config.pretrain import num_devices
 from ..config.schema import TRAINER_PASSTHROUGH
+from ..utils.distributed import num_devices
 
 
 def uses_gpu(cfg: DictConfig) -> bool:

@@ -405,7 +405,7 @@ def run_linear(cfg: DictConfig, kind: str = "linear",
     """
     if schema is not None:
         cfg = parse_linear_cfg(cfg, schema)
-    pl.seed_everything(int(cfg.seed), workers=True)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     backbone, info = load_pretrained(cfg)
     train, val, num_classes = build_datasets(cfg, augment=not cfg.features.precompute)
     if select_train is not None:
