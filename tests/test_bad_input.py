@@ -430,6 +430,18 @@ def test_linear_with_a_backbone_width_the_checkpoint_was_not_trained_with(
     assert "trained with width=0.125" in line
 
 
+def test_linear_on_a_data_format_evaluation_does_not_read(small_run, cifar_train, cifar_test,
+                                                          tmp_path, workdir, capsys):
+    """The evaluation schema allows only what evaluation reads (it used to allow ``dali``, which
+    the probe then refused with its own message)."""
+    argv = ["linear", "--config-path", str(REPO / "scripts/linear/cifar"), "--config-name",
+            "byol.yaml", f"pretrained_feature_extractor={small_run.checkpoint}",
+            "data.dataset=cifar10", f"data.train_path={cifar_train}",
+            f"data.val_path={cifar_test}", "data.num_workers=0", "accelerator=cpu", "devices=1",
+            "precision=32", "max_epochs=1", "data.format=dali"]
+    expect_error(argv, tmp_path, capsys, "data.format='dali': choose one of ['image_folder']")
+
+
 # ----------------------------------------------------------------------------- other commands
 @pytest.mark.parametrize("argv,message", [
     (["show-masks", "--grids", "0"], "--grids 0: a grid is 2 to --size"),

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import REPO
 from solo_mixmask.config import load_config
@@ -129,3 +130,23 @@ def test_the_readme_laptop_command_runs(cifar_train, cifar_test, tmp_path, monke
     assert main(argv[1:] + ["checkpoint.dir=runs", "enable_progress_bar=false"]) == 0, \
         capsys.readouterr().err
     assert list((tmp_path / "runs").rglob("*-ep=0.ckpt"))
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    ([], True),  # auto: true on every accelerator, the CPU included (docs/speed.md)
+    (["performance.channels_last=false"], False),
+    (["performance.channels_last=true", "performance.disable_channel_last=true"], False),
+])
+def test_the_model_lays_out_images_as_the_parsed_config_says(overrides, expected, tmp_path):
+    """channels_last is decided once, by the config parse; the model follows the parsed value (it
+    used to derive ``auto`` again, from the accelerator, and disagree on the CPU)."""
+    from solo_mixmask.engine.pretrain import build_model
+
+    cfg = parse_pretrain_cfg(load_config(str(REPO / "scripts/pretrain/cifar"), "simclr.yaml", [
+        f"data.train_path={tmp_path}", "data.val_path=null", "knn_eval.enabled=false",
+        "accelerator=cpu", "devices=1", "backbone.kwargs.width=0.25", *overrides]))
+    assert cfg.performance.channels_last in (True, False)
+    model = build_model(cfg)
+    x = model.to_input(torch.rand(2, 3, 32, 32))
+    assert model.channels_last is expected
+    assert x.is_contiguous(memory_format=torch.channels_last) is expected

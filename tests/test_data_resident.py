@@ -472,3 +472,14 @@ def test_lightning_epochs_and_resume_inside_an_epoch(cifar_arrays, tmp_path):
     _trainer(3, tmp_path, loader).fit(resumed, loader, ckpt_path=str(ckpt))
     assert same_batches(resumed.seen[1], full.seen[1][2:])
     assert same_batches(resumed.seen[2], full.seen[2])
+
+
+def test_the_device_size_limit_has_one_default():
+    """``decode_all``'s limit is the schema's ``data.device.max_bytes`` default, not a copy of it."""
+    from omegaconf import OmegaConf
+
+    from solo_mixmask.config.schema import DeviceDataConfig
+    from solo_mixmask.data import resident
+
+    assert OmegaConf.structured(DeviceDataConfig).max_bytes == resident.DEFAULT_MAX_PIXELS
+    assert "4_000_000_000" not in Path(resident.__file__).read_text()

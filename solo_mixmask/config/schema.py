@@ -409,7 +409,8 @@ class EvalDataConfig:
     dataset: str = MISSING
     train_path: str = MISSING
     val_path: str = MISSING
-    format: str = opt("image_folder", choices=("image_folder", "dali"))
+    # evaluation reads image folders (or torchvision's CIFAR/STL files): no DALI or device path
+    format: str = opt("image_folder", choices=("image_folder",))
     num_workers: int = opt(4, ge=0)
     download: bool = False
     augmentations: EvalAugmentationConfig = sub(EvalAugmentationConfig)

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..config.schema import DeviceDataConfig
 from ..errors import DataError
 from .batched import BatchedMultiCrop
 from .datasets import ImageList, fraction_indices
@@ -45,8 +46,8 @@ from .loaders import image_source
 from .recipe import Recipe
 from .sampling import EpochSampler, mix_seed
 
-#: Default of ``data.device.max_bytes``: N*H*W*3 uint8 values (= bytes on the device), 4 GB.
-DEFAULT_MAX_PIXELS = 4_000_000_000
+#: ``data.device.max_bytes`` as the schema defaults it: N*H*W*3 uint8 values (= bytes on the device)
+DEFAULT_MAX_PIXELS = DeviceDataConfig.max_bytes
 CACHE_VERSION = 1
 
 Transform = Callable[[torch.Tensor, torch.Generator], Sequence[torch.Tensor]]

@@ -62,9 +62,6 @@ def _checkpoint_path(cfg: DictConfig) -> str:
 
 def _parse_data(cfg: DictConfig) -> None:
     dataset = check_dataset(cfg)
-    if cfg.data.format != "image_folder":
-        raise ConfigError(f"data.format={cfg.data.format!r}: evaluation reads image_folder data "
-                          "(or torchvision's CIFAR/STL files)")
     info = DATASETS[dataset]
     aug = cfg.data.augmentations
     if aug.crop_size is None:
