@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -59,6 +59,17 @@ def resolve_hardware(cfg: DictConfig) -> None:
     cfg.precision = precision
     if cfg.devices in ("auto", -1, "-1"):
         cfg.devices = 1
+
+
+def scale_lrs(cfg: DictConfig, keys: Sequence[str]) -> None:
+    """The linear lr scaling by the total batch size (``lr_scale``) of the optimizer's ``keys``,
+    for pretraining and evaluation alike; a parsed config (such as a run's args.json) records its
+    scale and is not scaled twice."""
+    if cfg.optimizer.lr_scale is None:
+        scale = lr_scale(cfg)
+        for key in keys:
+            cfg.optimizer[key] = float(cfg.optimizer[key]) * scale
+        cfg.optimizer.lr_scale = scale
 
 
 def lr_scale(cfg: DictConfig) -> float:
@@ -161,11 +172,5 @@ def parse_common_cfg(cfg: DictConfig) -> DictConfig:
             cfg.data.val_path is None or cfg.data.no_labels):
         raise ConfigError("knn_eval.bank='clean' needs data.val_path with labels")
 
-    # linear lr scaling by the total batch size (solo-learn's convention); a parsed config (such
-    # as a run's args.json) records its scale and is not scaled twice
-    if cfg.optimizer.lr_scale is None:
-        scale = lr_scale(cfg)
-        cfg.optimizer.lr = float(cfg.optimizer.lr) * scale
-        cfg.optimizer.classifier_lr = float(cfg.optimizer.classifier_lr) * scale
-        cfg.optimizer.lr_scale = scale
+    scale_lrs(cfg, ("lr", "classifier_lr"))
     return cfg

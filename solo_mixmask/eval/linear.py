@@ -31,8 +31,8 @@ from ..config.pretrain import (
     check_dataset,
     check_decay_steps,
     check_optimizer_kwargs,
-    lr_scale,
     resolve_hardware,
+    scale_lrs,
 )
 from ..config.schema import LinearConfig, report_ignored, validate
 from ..data.augmentations import build_eval_transform, build_linear_train_transform
@@ -96,11 +96,7 @@ def parse_linear_cfg(cfg: DictConfig, schema: type = LinearConfig) -> DictConfig
                                          or cfg.optimizer.name != "adam"):
         raise ConfigError("features.probe=wmse trains Adam on precomputed features: set "
                           "features.precompute=true and optimizer.name=adam")
-    if cfg.optimizer.lr_scale is None:
-        scale = lr_scale(cfg)
-        cfg.optimizer.lr = float(cfg.optimizer.lr) * scale
-        cfg.optimizer.backbone_lr = float(cfg.optimizer.backbone_lr) * scale
-        cfg.optimizer.lr_scale = scale
+    scale_lrs(cfg, ("lr", "backbone_lr"))
     return cfg
 
 
