@@ -442,6 +442,26 @@ def test_linear_on_a_data_format_evaluation_does_not_read(small_run, cifar_train
     expect_error(argv, tmp_path, capsys, "data.format='dali': choose one of ['image_folder']")
 
 
+def test_a_linear_probe_that_fails_before_its_first_step_leaves_no_folder(
+        small_run, cifar_train, cifar_test, tmp_path, workdir, capsys):
+    """The run-folder policy of pretraining holds for the probe: its folder (with args.json) is
+    made when the probe starts and removed when it fails before a step (here: every validation
+    image unreadable, met while the features are extracted)."""
+    val = copy_tree(cifar_test, tmp_path / "val", per_class=2)
+    for f in val.rglob("*.jpg"):  # valid markers around garbage: only decoding can tell
+        f.write_bytes(f.read_bytes()[:20] + b"\x00" * 200 + b"\xff\xd9")
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ["linear", "--config-path", str(REPO / "scripts/linear/cifar"), "--config-name",
+            "byol.yaml", f"pretrained_feature_extractor={small_run.checkpoint}",
+            "data.dataset=cifar10", f"data.train_path={cifar_train}", f"data.val_path={val}",
+            "data.num_workers=0", "accelerator=cpu", "devices=1", "precision=32", "max_epochs=1",
+            "features.precompute=true", f"checkpoint.dir={out / 'runs'}",
+            f"results_dir={out / 'results'}"]
+    expect_error(argv, out, capsys, "cannot read image")
+    assert not (out / "runs").exists()
+
+
 # ----------------------------------------------------------------------------- other commands
 @pytest.mark.parametrize("argv,message", [
     (["show-masks", "--grids", "0"], "--grids 0: a grid is 2 to --size"),

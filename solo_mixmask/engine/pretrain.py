@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..config.loading import select
 from ..config.pretrain import parse_common_cfg
@@ -42,6 +41,7 @@ from ..utils.distributed import configured_world_size
 from .checkpoint import Checkpointer, find_resumable, new_version, write_json_atomic
 from .interrupt import DataPosition, GracefulInterrupt
 from .monitors import KNNMonitor
+from .run_folder import RunFolder
 from .trainer import trainer_kwargs as trainer_kwargs_for
 from .trainer import uses_gpu
 
@@ -244,65 +244,46 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
         run_dir = root / version
     is_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(
         os.environ.get("NODE_RANK", "0")) == 0
-    # the topmost folder this run creates (removed again if the run never takes a step)
-    created = next((p for p in reversed(run_dir.parents) if not p.exists()), None) \
-        or (run_dir if not run_dir.exists() else None)
-    if is_zero:
+    folder = RunFolder(run_dir, cfg, primary=is_zero, what=f"checkpoint.dir={cfg.checkpoint.dir}",
+                       keep_on=(Interrupted,))
+    with folder:
+        if ckpt_path is not None:
+            print(f"Resuming from {ckpt_path}")
+        all_callbacks: list[Callback] = first + list(extra)
+        if bool(select(cfg, "enable_progress_bar", True)):
+            all_callbacks.insert(len(first), TQDMProgressBar(refresh_rate=1))
+        checkpointer = None
+        if bool(cfg.checkpoint.enabled):
+            checkpointer = Checkpointer(run_dir, cfg.name, version, cfg.checkpoint.frequency,
+                                        bool(cfg.checkpoint.keep_prev))
+            all_callbacks.append(checkpointer)
+        interrupt = GracefulInterrupt(checkpointer)
+        all_callbacks.append(interrupt)
+        all_callbacks += list(callbacks)
+
+        kwargs = trainer_kwargs_for(cfg, run_dir, all_callbacks, _loggers(cfg, run_dir))
+        kwargs.update(trainer_kwargs or {})
+        trainer = pl.Trainer(**kwargs)
+        folder.steps = lambda: int(trainer.global_step)
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"checkpoint.dir={cfg.checkpoint.dir}: cannot create {run_dir} "
-                              f"({exc.strerror or exc})") from None
-        args_file = run_dir / "args.json"
-        if not args_file.exists():
-            args = OmegaConf.to_container(cfg, resolve=True)
-            write_json_atomic(args_file, args)
-    if ckpt_path is not None:
-        print(f"Resuming from {ckpt_path}")
-
-    all_callbacks: list[Callback] = first + list(extra)
-    if bool(select(cfg, "enable_progress_bar", True)):
-        all_callbacks.insert(len(first), TQDMProgressBar(refresh_rate=1))
-    checkpointer = None
-    if bool(cfg.checkpoint.enabled):
-        checkpointer = Checkpointer(run_dir, cfg.name, version, cfg.checkpoint.frequency,
-                                    bool(cfg.checkpoint.keep_prev))
-        all_callbacks.append(checkpointer)
-    interrupt = GracefulInterrupt(checkpointer)
-    all_callbacks.append(interrupt)
-    all_callbacks += list(callbacks)
-
-    kwargs = trainer_kwargs_for(cfg, run_dir, all_callbacks, _loggers(cfg, run_dir))
-    kwargs.update(trainer_kwargs or {})
-    trainer = pl.Trainer(**kwargs)
-    try:
-        trainer.fit(model, train_loader, val_loader,
-                    ckpt_path=str(ckpt_path) if ckpt_path else None)
-    except Interrupted:
-        raise
-    except SystemExit:
-        if not interrupt.stopped_at_once:
-            raise
-        last = checkpointer.last if checkpointer is not None else None
-        if created and is_zero and int(trainer.global_step) == 0:
-            shutil.rmtree(created, ignore_errors=True)
-            last = None
-        raise Interrupted(last, trainer.current_epoch, trainer.global_step,
-                          saved_now=False) from None
-    except DataError as exc:
-        last = checkpointer.last if checkpointer is not None else None
-        where = f"last checkpoint: {last}" if last else "no checkpoint was written yet"
-        if created and is_zero and int(trainer.global_step) == 0:
-            shutil.rmtree(created, ignore_errors=True)
-            where = "nothing was kept"
-        raise DataError(f"{one_line(exc)} (stopped at epoch {trainer.current_epoch}, step "
-                        f"{trainer.global_step}; {where})") from None
-    except BaseException:
-        if created and is_zero and int(trainer.global_step) == 0:
-            shutil.rmtree(created, ignore_errors=True)  # nothing of value was written
-        raise
-    finally:
-        close_loaders(*loaders)
+            trainer.fit(model, train_loader, val_loader,
+                        ckpt_path=str(ckpt_path) if ckpt_path else None)
+        except SystemExit:
+            if not interrupt.stopped_at_once:
+                raise
+            last = None if folder.discard_if_untrained() else (
+                checkpointer.last if checkpointer is not None else None)
+            raise Interrupted(last, trainer.current_epoch, trainer.global_step,
+                              saved_now=False) from None
+        except DataError as exc:
+            last = checkpointer.last if checkpointer is not None else None
+            where = f"last checkpoint: {last}" if last else "no checkpoint was written yet"
+            if folder.discard_if_untrained():
+                where = "nothing was kept"
+            raise DataError(f"{one_line(exc)} (stopped at epoch {trainer.current_epoch}, step "
+                            f"{trainer.global_step}; {where})") from None
+        finally:
+            close_loaders(*loaders)
 
     last = checkpointer.last if checkpointer is not None else None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()

@@ -36,7 +36,8 @@ from ..config.pretrain import (
 )
 from ..config.schema import LinearConfig, report_ignored, validate
 from ..data.augmentations import build_eval_transform, build_linear_train_transform
-from ..engine.checkpoint import Checkpointer, find_resumable, new_version, write_json_atomic
+from ..engine.checkpoint import Checkpointer, find_resumable, new_version
+from ..engine.run_folder import RunFolder
 from ..engine.trainer import trainer_kwargs, uses_gpu
 from ..errors import CheckpointError, ConfigError, DataError
 from ..utils.features import extract_features
@@ -319,6 +320,7 @@ def _local_rank() -> int:
 
 
 def _run_dir(cfg: DictConfig, kind: str) -> tuple[Path, str, Optional[Path]]:
+    """The run's folder (a resumed run's own, or a new version), its version and checkpoint."""
     root = Path(cfg.checkpoint.dir) / kind
     resume = None
     if bool(cfg.auto_resume.enabled):
@@ -330,9 +332,6 @@ def _run_dir(cfg: DictConfig, kind: str) -> tuple[Path, str, Optional[Path]]:
         version = inherited or new_version(root)
         run_dir = root / version
     os.environ[VERSION_ENV] = version
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if _local_rank() == 0 and not (run_dir / "args.json").exists():
-        write_json_atomic(run_dir / "args.json", OmegaConf.to_container(cfg, resolve=True))
     return run_dir, version, resume
 
 
@@ -404,33 +403,38 @@ def run_linear(cfg: DictConfig, kind: str = "linear",
     if select_train is not None:
         train = Subset(train, [int(i) for i in select_train(train, val)])
     run_dir, version, resume = _run_dir(cfg, kind)
-    if isinstance(train, Subset) and _local_rank() == 0:
-        write_subset_list(train, str(cfg.data.train_path), run_dir / "train_subset.txt")
-    features_dim = int(backbone.num_features)
-    model_backbone: Optional[nn.Module] = backbone
-    if cfg.features.precompute:
-        train, val = precompute(backbone, train, val, cfg)
-        model_backbone = None
-    if cfg.features.probe == "wmse":
-        return _wmse_probe(cfg, kind, train, val, num_classes, info, run_dir, command,
-                           extra_settings)
-    model = LinearModel(model_backbone, features_dim, num_classes, cfg)
-    workers, bs = int(cfg.data.num_workers), int(cfg.optimizer.batch_size)
-    gpu = _accelerator_device(cfg).type == "cuda"
-    train_loader = eval_loader(train, bs, 0 if cfg.features.precompute else workers, shuffle=True,
-                               pin_memory=gpu, drop_last=len(train) > bs)
-    val_loader = eval_loader(val, bs, 0 if cfg.features.precompute else workers, pin_memory=gpu)
+    folder = RunFolder(run_dir, cfg, primary=_local_rank() == 0,
+                       what=f"checkpoint.dir={cfg.checkpoint.dir}")
+    with folder:
+        if isinstance(train, Subset) and _local_rank() == 0:
+            write_subset_list(train, str(cfg.data.train_path), run_dir / "train_subset.txt")
+        features_dim = int(backbone.num_features)
+        model_backbone: Optional[nn.Module] = backbone
+        if cfg.features.precompute:
+            train, val = precompute(backbone, train, val, cfg)
+            model_backbone = None
+        if cfg.features.probe == "wmse":
+            return _wmse_probe(cfg, kind, train, val, num_classes, info, run_dir, command,
+                               extra_settings)
+        model = LinearModel(model_backbone, features_dim, num_classes, cfg)
+        workers, bs = int(cfg.data.num_workers), int(cfg.optimizer.batch_size)
+        gpu = _accelerator_device(cfg).type == "cuda"
+        loader_workers = 0 if cfg.features.precompute else workers
+        train_loader = eval_loader(train, bs, loader_workers, shuffle=True, pin_memory=gpu,
+                                   drop_last=len(train) > bs)
+        val_loader = eval_loader(val, bs, loader_workers, pin_memory=gpu)
 
-    callbacks: list = []
-    if bool(cfg.checkpoint.enabled):
-        callbacks.append(Checkpointer(run_dir, str(cfg.name), version,
-                                      int(cfg.checkpoint.frequency),
-                                      bool(cfg.checkpoint.keep_prev)))
-    trainer = _trainer(cfg, run_dir, callbacks)
-    trainer.fit(model, train_loader, val_loader, ckpt_path=str(resume) if resume else None)
-    final = final_metrics(trainer, model, val_loader)
-    metrics = {"acc1": final["val_acc1"], "acc5": final["val_acc5"], "loss": final["val_loss"]}
-    record = _record(cfg, kind, metrics, len(train), info, run_dir, command, extra_settings)
-    path = write_record(record, cfg.results_dir) if trainer.is_global_zero else None
-    last = next((cb.last for cb in callbacks if isinstance(cb, Checkpointer)), None)
+        callbacks: list = []
+        if bool(cfg.checkpoint.enabled):
+            callbacks.append(Checkpointer(run_dir, str(cfg.name), version,
+                                          int(cfg.checkpoint.frequency),
+                                          bool(cfg.checkpoint.keep_prev)))
+        trainer = _trainer(cfg, run_dir, callbacks)
+        folder.steps = lambda: int(trainer.global_step)
+        trainer.fit(model, train_loader, val_loader, ckpt_path=str(resume) if resume else None)
+        final = final_metrics(trainer, model, val_loader)
+        metrics = {"acc1": final["val_acc1"], "acc5": final["val_acc5"], "loss": final["val_loss"]}
+        record = _record(cfg, kind, metrics, len(train), info, run_dir, command, extra_settings)
+        path = write_record(record, cfg.results_dir) if trainer.is_global_zero else None
+        last = next((cb.last for cb in callbacks if isinstance(cb, Checkpointer)), None)
     return EvalResult(metrics, run_dir, path, record, last)
