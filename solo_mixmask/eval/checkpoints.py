@@ -11,6 +11,7 @@ never executed. Recognised layouts of the (possibly nested ``state_dict``) weigh
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import pickle
@@ -20,6 +21,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..backbones import ResNet, create_backbone
 from ..errors import CheckpointError, ConfigError, first_line
 
 FORMATS = ("solo_mixmask", "solo-learn", "official", "torchvision")
@@ -97,8 +99,10 @@ def infer_resnet(weights: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 _RESNETS = ("resnet18", "resnet34", "resnet50")
-#: ResNet kwargs that shape the network (not only its initialisation), with their defaults
-_RESNET_ARCH = {"width": 1.0, "cifar_stem": False, "maxpool": None}
+#: ResNet kwargs that shape the network (not only its initialisation), with the constructor's
+#: own defaults
+_RESNET_ARCH = {k: p.default for k, p in inspect.signature(ResNet.__init__).parameters.items()
+                if k in ("width", "cifar_stem", "maxpool")}
 
 
 def _value(v: Any) -> str:
@@ -169,8 +173,6 @@ def load_backbone(path: str | os.PathLike, name: Optional[str] = None,
     that do not fit the backbone built (a key or shape mismatch), are a CheckpointError naming the
     kwarg, or the weight, and both values.
     """
-    from ..backbones import create_backbone
-
     path = Path(path)
     obj = load_checkpoint_file(path)
     weights, fmt = split_backbone(obj)
