@@ -45,10 +45,10 @@ from omegaconf import OmegaConf  # noqa: E402
 from torchvision.io import ImageReadMode, decode_jpeg  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
+from solo_mixmask.config.datasets import DATASETS  # noqa: E402
 from solo_mixmask.config.schema import AugmentationConfig  # noqa: E402
 from solo_mixmask.data import batched  # noqa: E402
 from solo_mixmask.data.batched import BatchedMultiCrop  # noqa: E402
-from solo_mixmask.data.info import DATASETS  # noqa: E402
 from solo_mixmask.data.npz import load_npz, shared_data_dir  # noqa: E402
 from solo_mixmask.data.recipe import ASPECT_RATIO, CropRecipe, Recipe  # noqa: E402
 

@@ -143,17 +143,10 @@ def _our_loader(path: str, name: str, root: str, workers: int) -> Any:
         "accelerator": "cpu",
     })
     cfg = parse_pretrain_cfg(cfg)
-    if path == "dali":
-        from solo_mixmask.data.dali import build_dali_pretrain_loader
+    from solo_mixmask.data.pipeline import build_pretrain_data
 
-        return build_dali_pretrain_loader(cfg, gpu=False)
-    if path == "device":  # decoded once (or read from the cache) here, before the timing starts
-        from solo_mixmask.data.resident import build_device_loaders
-
-        return build_device_loaders(cfg, gpu=False)[0]
-    from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loader
-
-    return build_pretrain_loader(cfg, build_pretrain_dataset(cfg), gpu=False)
+    # the device format decodes once (or reads its cache) here, before the timing starts
+    return build_pretrain_data(cfg, gpu=False).train
 
 
 def _solo_loader(name: str, root: str, workers: int) -> Any:

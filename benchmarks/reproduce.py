@@ -333,7 +333,7 @@ def check_protocol(plan, method: str, work: Path) -> None:
     import io
 
     from solo_mixmask.cli import build_parser
-    from solo_mixmask.config.schema import validate
+    from solo_mixmask.config.validation import validate
     from solo_mixmask.errors import SoloMixMaskError, one_line
     from solo_mixmask.eval.linear import LinearConfig
 

@@ -229,7 +229,7 @@ def loader_speed(cfg: Any, fmt: str, workers: int, batches: int = 20, skip: int 
 
     c = OmegaConf.merge(cfg, {"data": {"format": fmt, "num_workers": workers},
                               "dali": {"device": "cpu", "threads": workers}})
-    _, loader, _, _, _ = prepare(c)
+    loader = prepare(c)[1].train
     it = iter(loader)
     for _ in range(skip):
         next(it)
@@ -244,7 +244,7 @@ def end_to_end(cfg: Any, workers: int, steps: int = 12, skip: int = 3) -> float:
 
     c = cfg.copy()
     c.data.num_workers = workers
-    _, loader, _, _, _ = prepare(c)
+    loader = prepare(c)[1].train
     it = iter(loader)
     run = Runner(c, [next(it)])
     for _ in range(skip):

@@ -14,10 +14,12 @@ a higher one, and no import, at module level or inside a function, closes a cycl
     cli, __main__
 
 ``utils`` holds what any layer may use (collectives, optimisers, the KNN metric, feature
-extraction); ``config`` the schema, the checks and the dataset table; ``data`` reads and crops the
-images; ``mixmask`` the masks and branches; ``methods`` the models (``solo`` the same branches in
-solo-learn's classes); ``engine`` trains on Lightning; ``eval`` runs the offline protocols; ``cli``
-is the ``solo-mixmask`` command.
+extraction); ``config`` the schemas (the only place a default lives), the validator, the checks
+and the dataset table; ``data`` reads and checks the images (``sources``), crops them (the recipe
+and its one batched implementation) and builds a run's loaders by ``data.format``
+(``pipeline.PIPELINES``); ``mixmask`` the masks and branches; ``methods`` the models (``solo``
+the same branches in solo-learn's classes); ``engine`` trains on Lightning; ``eval`` runs the
+offline protocols; ``cli`` is the ``solo-mixmask`` command.
 """
 
 from .__version__ import __version__

@@ -100,6 +100,16 @@ METHOD_KWARGS: dict[str, dict[str, Any]] = {
 }
 
 
+def eval_data(dataset: str = "cifar10", path: Path | str = ".", **keys: Any) -> Any:
+    """An evaluation config's validated ``data`` section, as the image datasets of the
+    evaluations read it."""
+    from solo_mixmask.config.eval_schema import EvalDataConfig
+    from solo_mixmask.config.validation import validate
+
+    return validate({"dataset": dataset, "train_path": str(path), "val_path": str(path), **keys},
+                    EvalDataConfig, "data")
+
+
 def tiny_cfg(method: str, train_path: Path, tmp: Path, val_path: Path | None = None,
              **overrides: Any):
     """A small but complete pretraining config on real images (resnet18 at 1/8 width)."""

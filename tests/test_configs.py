@@ -14,7 +14,7 @@ import torch
 
 from conftest import REPO
 from solo_mixmask.config import load_config
-from solo_mixmask.data.info import DATASETS
+from solo_mixmask.config.datasets import DATASETS
 from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 
 CONFIGS = sorted((REPO / "scripts" / "pretrain").glob("*/*.yaml")) + sorted(

@@ -23,9 +23,10 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from conftest import REPO, data_file
-from solo_mixmask.config.schema import AugmentationConfig, validate
+from solo_mixmask.config.datasets import DATASETS
+from solo_mixmask.config.schema import AugmentationConfig
+from solo_mixmask.config.validation import validate
 from solo_mixmask.data import batched as B
-from solo_mixmask.data.info import DATASETS
 from solo_mixmask.data.npz import load_npz
 from solo_mixmask.data.recipe import ASPECT_RATIO, CropRecipe, Recipe, blur_kernel
 from solo_mixmask.errors import ConfigError

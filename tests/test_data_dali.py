@@ -276,8 +276,8 @@ def test_pretraining_with_dali_takes_steps_and_checkpoints(cifar_train, tmp_path
 
     cfg = tiny_cfg("mixmask_mocov2plus", cifar_train, tmp_path, data__format="dali",
                    dali__threads=2, limit_train_batches=4)
-    _, loader, _, _, _ = prepare(cfg.copy())
-    assert isinstance(loader, DALIPretrainLoader)
+    _, data, _ = prepare(cfg.copy())
+    assert isinstance(data.train, DALIPretrainLoader)
     result = pretrain(cfg)
     assert result.checkpoint is not None and result.checkpoint.is_file()
     state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)

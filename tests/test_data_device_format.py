@@ -29,7 +29,8 @@ def test_bank_and_validation_images_are_held_too(cifar_train, cifar_test, tmp_pa
 
     cfg = device_cfg("simclr", cifar_train, tmp_path, device_cache, val_path=cifar_test,
                      knn_eval__enabled=True, knn_eval__bank="clean")
-    _, train, val, bank, _ = prepare(cfg)
+    _, data, _ = prepare(cfg)
+    train, val, bank = data.train, data.val, data.bank
     assert isinstance(train, ResidentLoader) and isinstance(val, ResidentEvalLoader)
     assert isinstance(bank, ResidentEvalLoader) and bank.images is train.images  # one copy
     x, y = next(iter(val))

@@ -17,9 +17,9 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
+from solo_mixmask.config.datasets import DATASETS
 from solo_mixmask.data.augmentations import build_eval_transform
 from solo_mixmask.data.datasets import ImageList, TorchvisionDataset, scan_image_folder
-from solo_mixmask.data.info import DATASETS
 from solo_mixmask.data.resident import (
     DeviceImages,
     ResidentEvalLoader,

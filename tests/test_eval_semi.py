@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from conftest import eval_data
 from solo_mixmask.data.datasets import scan_image_folder
 from solo_mixmask.errors import ConfigError, DataError
 from solo_mixmask.eval.features import image_dataset
@@ -90,10 +91,10 @@ def test_subset_file_errors(cifar_train, tmp_path):
 
 
 def test_subset_must_not_overlap_validation(cifar_train, cifar_test):
-    train = image_dataset(cifar_train, "cifar10", None, True)
+    train = image_dataset(eval_data(), cifar_train, None, True)
     keep = balanced_subset(train.targets, 0.1, seed=0)
-    check_disjoint(train.images.paths, image_dataset(cifar_test, "cifar10", None, False), keep)
-    same = image_dataset(cifar_train, "cifar10", None, False)
+    check_disjoint(train.images.paths, image_dataset(eval_data(), cifar_test, None, False), keep)
+    same = image_dataset(eval_data(), cifar_train, None, False)
     with pytest.raises(DataError, match="shares 50 images with the validation set"):
         check_disjoint(train.images.paths, same, keep)
 

@@ -48,10 +48,10 @@ def built(name: str, tree: Path, work: Path, *extra: str) -> tuple[pl.LightningM
     path = PAPER / name
     cfg = OmegaConf.merge(load_config(str(path.parent), path.name),
                           OmegaConf.from_dotlist(golden.small_form(path, tree, work) + list(extra)))
-    cfg, loader, *_ = prepare(cfg)
+    cfg, data, _ = prepare(cfg)
     pl.seed_everything(int(cfg.seed), verbose=False)
     model = build_model(cfg)
-    return model, next(iter(loader))
+    return model, next(iter(data.train))
 
 
 # ------------------------------------------------------------------------------ the counter

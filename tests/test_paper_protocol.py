@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import REPO, tiny_cfg
+from conftest import REPO, eval_data, tiny_cfg
 from solo_mixmask.config import load_config
 from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loader
 from solo_mixmask.engine.pretrain import parse_pretrain_cfg
@@ -209,7 +209,7 @@ def test_knn_on_the_moco_head_output(cifar_train, cifar_test, tmp_path, capsys):
     encoder = load_method(ckpt).knn_encoder("projector")
     mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the run's own statistics
     tf = build_eval_transform(32, mean, std)
-    banks = [extract_features(encoder, eval_loader(image_dataset(p, "cifar10", tf, True), 64, 0))
+    banks = [extract_features(encoder, eval_loader(image_dataset(eval_data(), p, tf, True), 64, 0))
              for p in (cifar_train, cifar_test)]
     assert banks[0][0].shape[1] == 128
     top1, top5 = knn_accuracy(*banks[0], *banks[1], 10, k=200, T=0.1, distance="cosine")

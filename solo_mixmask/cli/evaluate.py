@@ -112,7 +112,9 @@ def _knn_data_cfg(args: argparse.Namespace, stored: Optional[dict[str, Any]]) ->
     config when it was trained on the dataset evaluated, then the dataset's defaults."""
     from omegaconf import OmegaConf
 
-    from ..data.info import DATASETS, canonical_dataset
+    from ..config.datasets import DATASETS, canonical_dataset
+    from ..config.eval_schema import EvalDataConfig
+    from ..config.validation import validate
     from ..eval.linear import DEFAULT_CROP
 
     stored_data = (stored or {}).get("data") or {}
@@ -125,10 +127,10 @@ def _knn_data_cfg(args: argparse.Namespace, stored: Optional[dict[str, Any]]) ->
     crop = args.crop_size or own_aug.get("crop_size") or DEFAULT_CROP.get(dataset, 224)
     mean = own_data.get("mean") or own_aug.get("mean") or DATASETS[dataset].mean
     std = own_data.get("std") or own_aug.get("std") or DATASETS[dataset].std
-    return OmegaConf.create({"data": {"dataset": dataset, "train_path": args.train_path,
-                                      "val_path": args.val_path, "download": False,
-                                      "augmentations": {"crop_size": int(crop),
-                                                        "mean": list(mean), "std": list(std)}}})
+    data = validate({"dataset": dataset, "train_path": args.train_path, "val_path": args.val_path,
+                     "augmentations": {"crop_size": int(crop), "mean": list(mean),
+                                       "std": list(std)}}, EvalDataConfig, "data")
+    return OmegaConf.create({"data": data})
 
 
 def _quote(parts: list[Any]) -> str:
@@ -205,8 +207,8 @@ def run_knn(args: argparse.Namespace) -> int:
 
     aug = cfg.data.augmentations
     transform = build_eval_transform(int(aug.crop_size), list(aug.mean), list(aug.std))
-    train = image_dataset(args.train_path, cfg.data.dataset, transform, True)
-    val = image_dataset(args.val_path, cfg.data.dataset, transform, False)
+    train = image_dataset(cfg.data, args.train_path, transform, True)
+    val = image_dataset(cfg.data, args.val_path, transform, False)
     num_classes = check_classes(cfg, train, val)
     device = _device(args.device)
     backbone = backbone.to(device)

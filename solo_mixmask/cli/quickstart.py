@@ -72,7 +72,7 @@ def check_config(cfg) -> None:
 
     with warnings.catch_warnings(record=True), contextlib.redirect_stderr(io.StringIO()):
         parsed = parse_pretrain_cfg(cfg)
-        if OmegaConf.select(parsed, "data.num_classes") is None:
+        if parsed.data.num_classes is None:
             parsed.data.num_classes = DIGIT_CLASSES
         build_model(parsed)
 

@@ -12,7 +12,7 @@ from typing import Any, Union
 from omegaconf import ListConfig
 
 from ..errors import ConfigError
-from .schema import check_auto_or_int, check_ratio, opt, sub, validate
+from .validation import check_auto_or_int, check_ratio, opt, sub, validate
 
 PATTERNS = ("blocked", "discrete")
 FILLS = ("mix", "zero", "noise", "mean")
@@ -47,6 +47,22 @@ class BranchConfig:
     @property
     def erase(self) -> bool:
         return self.mixmask and self.fill != "mix"
+
+    @classmethod
+    def from_method_kwargs(cls, kw: Any) -> BranchConfig:
+        """The inverse of ``as_method_kwargs``: the object of a ``method_kwargs`` that
+        ``parse_branch_cfg`` resolved already (a parsed config, a checkpoint's), without parsing
+        it again."""
+        mm, um = kw["mixmask"], kw["unmix"]
+        ratio = mm["ratio"]
+        return cls(mixmask=bool(mm["enabled"]), fill=str(mm["fill"]), pattern=str(mm["pattern"]),
+                   grid=int(mm["grid"]),
+                   ratio=(float(ratio[0]), float(ratio[1])) if isinstance(ratio, (list, ListConfig))
+                   else float(ratio),
+                   permutation=str(mm["permutation"]), per_sample=bool(mm["per_sample"]),
+                   crops=str(mm["crops"]), targets=str(mm["targets"]), unmix=bool(um["enabled"]),
+                   unmix_prob=float(um["prob"]), unmix_alpha=float(um["alpha"]),
+                   unmix_targets=str(um["targets"]))
 
     def as_method_kwargs(self) -> dict[str, Any]:
         """The resolved settings in the ``method_kwargs`` layout (for args.json and records)."""

@@ -22,7 +22,9 @@ from ..utils.distributed import configured_world_size
 from ..utils.optim import build_optimizer
 from .datasets import DATASETS, canonical_dataset
 from .loading import select
-from .schema import PretrainConfig, closest, report_ignored, validate
+from .schema import PretrainConfig
+from .solo_keys import report_ignored
+from .validation import closest, validate
 
 
 def require(cfg: DictConfig, key: str, where: str = "config") -> Any:
@@ -78,6 +80,12 @@ def lr_scale(cfg: DictConfig) -> float:
     if not bool(cfg.optimizer.scale_lr):
         return 1.0
     return int(cfg.optimizer.batch_size) * configured_world_size(cfg) / 256
+
+
+def normalise_verify(data: DictConfig) -> None:
+    """``data.verify: true/false`` (solo-mixmask 0.x's spelling) as ``full``/``none``."""
+    if isinstance(data.verify, bool):
+        data.verify = "full" if data.verify else "none"
 
 
 def check_decay_steps(cfg: DictConfig) -> None:
@@ -144,8 +152,7 @@ def parse_common_cfg(cfg: DictConfig) -> DictConfig:
     fraction = float(cfg.data.fraction)
     if fraction != -1 and not 0 < fraction <= 1:
         raise ConfigError(f"data.fraction={fraction} must be in (0, 1] or -1 for all data")
-    if isinstance(cfg.data.verify, bool):  # solo-mixmask 0.x spelling
-        cfg.data.verify = "full" if cfg.data.verify else "none"
+    normalise_verify(cfg.data)
     info = DATASETS[dataset]
     if info.num_classes is not None:
         cfg.data.num_classes = info.num_classes

@@ -30,11 +30,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ..config.loading import select
-from ..errors import ConfigError, DataError
-from .datasets import ImageList, fraction_indices, scan_image_folder
-from .loaders import check_images
+from ..errors import ConfigError
+from .datasets import ImageList, scan_image_folder
 from .recipe import ASPECT_RATIO, CROP_TRIES, CropRecipe, Recipe
+from .sources import check_images, training_rows
 
 DALI_MISSING = "data.format=dali needs NVIDIA DALI: pip install 'solo-mixmask[dali]'"
 #: torchvision's ``rgb_to_grayscale`` weights (not ITU-R 601's 0.299, which DALI's GRAY uses)
@@ -500,9 +499,7 @@ class DALIPretrainLoader:
 
 def resolve_device(cfg: DictConfig, gpu: bool) -> str:
     """``dali.device``: ``auto`` decodes on the GPU when training uses one, ``gpu``/``cpu`` force."""
-    want = str(select(cfg, "dali.device", "auto")).lower()
-    if want not in ("auto", "gpu", "cpu"):
-        raise ConfigError(f"dali.device={want!r}: use 'auto', 'gpu' or 'cpu'")
+    want = str(cfg.dali.device)
     if want == "gpu" and not torch.cuda.is_available():
         raise ConfigError("dali.device=gpu needs a CUDA GPU; use dali.device=cpu or auto")
     if want == "auto":
@@ -515,20 +512,11 @@ def build_dali_pretrain_loader(cfg: DictConfig, gpu: bool) -> DALIPretrainLoader
     import_dali()
     device = resolve_device(cfg, gpu)
     images = scan_image_folder(cfg.data.train_path, no_labels=bool(cfg.data.no_labels))
-    checked = check_images(images, str(cfg.data.train_path),
-                           str(select(cfg, "data.verify", "quick")),
-                           bool(select(cfg, "data.skip_corrupt", False)))
-    good = set(checked.paths)
+    good = set(check_images(images, str(cfg.data.train_path), cfg.data).paths)
     keep = np.array([i for i, p in enumerate(images.paths) if p in good], dtype=np.int64)
-    fraction = float(cfg.data.fraction)
-    if 0 < fraction < 1:
-        keep = keep[fraction_indices([images.targets[i] for i in keep], fraction,
-                                     seed=int(cfg.seed))]
     batch = int(cfg.optimizer.batch_size)
-    if len(keep) < batch:
-        raise DataError(f"{cfg.data.train_path} has {len(keep)} images, fewer than one batch "
-                        f"(optimizer.batch_size={batch})")
-    threads = select(cfg, "dali.threads") or max(1, int(cfg.data.num_workers))
+    keep = keep[training_rows([images.targets[i] for i in keep], cfg.data, int(cfg.seed), batch)]
+    threads = cfg.dali.threads or max(1, int(cfg.data.num_workers))
     return DALIPretrainLoader(images, keep, Recipe.from_config(cfg), batch, device=device,
                               num_threads=int(threads), seed=int(cfg.seed),
-                              num_nodes=int(select(cfg, "num_nodes", 1)))
+                              num_nodes=int(cfg.num_nodes))

@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig
 
-from .info import DATASETS
+from ..config.datasets import DATASETS
 
 #: v2.RandomResizedCrop's aspect-ratio range (solo-learn's configs do not set it)
 ASPECT_RATIO = (3 / 4, 4 / 3)

@@ -41,10 +41,10 @@ import torch
 from ..config.schema import DeviceDataConfig
 from ..errors import DataError
 from .batched import BatchedMultiCrop
-from .datasets import ImageList, fraction_indices
-from .loaders import image_source
+from .datasets import ImageList
 from .recipe import Recipe
 from .sampling import EpochSampler, mix_seed
+from .sources import image_source, training_rows
 
 #: ``data.device.max_bytes`` as the schema defaults it: N*H*W*3 uint8 values (= bytes on the device)
 DEFAULT_MAX_PIXELS = DeviceDataConfig.max_bytes
@@ -618,7 +618,7 @@ class ResidentEvalLoader:
 # ----------------------------------------------------------------------------- from a config
 def _arrays(cfg: Any, path: str, train: bool, no_labels: bool = False) -> ResidentArrays:
     dev = cfg.data.device
-    source = image_source(cfg, path, train, no_labels)
+    source = image_source(cfg.data, path, train, no_labels)
     return load_or_decode(source, dev.cache_dir, dev.size, workers=dev.decode_workers,
                           max_pixels=int(dev.max_bytes),
                           progress=bool(cfg.enable_progress_bar))
@@ -634,13 +634,8 @@ def build_device_loaders(cfg: Any, gpu: bool) -> tuple[ResidentLoader, Optional[
     device = None if gpu else torch.device("cpu")
     train = _arrays(cfg, str(cfg.data.train_path), True, bool(cfg.data.no_labels))
     images = DeviceImages(train.images, train.targets, device)
-    rows = list(range(images.num_images))
-    if 0 < float(cfg.data.fraction) < 1:
-        rows = fraction_indices(train.targets, float(cfg.data.fraction), seed=int(cfg.seed)).tolist()
     batch = int(cfg.optimizer.batch_size)
-    if len(rows) < batch:
-        raise DataError(f"{cfg.data.train_path} has {len(rows)} images, fewer than one batch "
-                        f"(optimizer.batch_size={batch})")
+    rows = training_rows(train.targets, cfg.data, int(cfg.seed), batch)
     loader = ResidentLoader(images, batch, BatchedMultiCrop(
         recipe, "inductor" if cfg.performance.compile_augmentations else None),
         seed=int(cfg.seed), rows=rows)

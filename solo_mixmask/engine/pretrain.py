@@ -24,16 +24,8 @@ from omegaconf import DictConfig
 
 from ..config.loading import select
 from ..config.pretrain import parse_common_cfg
-from ..config.schema import closest
-from ..data.dali import build_dali_pretrain_loader
-from ..data.loaders import (
-    build_eval_loader,
-    build_pretrain_dataset,
-    build_pretrain_loader,
-    close_loaders,
-    count_classes,
-)
-from ..data.resident import build_device_loaders
+from ..config.validation import closest
+from ..data.pipeline import PretrainData, build_pretrain_data
 from ..data.sampling import EpochSampler
 from ..errors import CheckpointError, ConfigError, DataError, Interrupted, first_line, one_line
 from ..methods import METHODS
@@ -56,7 +48,7 @@ class RunResult:
 
 
 def _resume_path(cfg: DictConfig) -> Optional[Path]:
-    explicit = select(cfg, "resume_from_checkpoint")
+    explicit = cfg.resume_from_checkpoint
     if explicit:
         path = Path(str(explicit))
         if not path.is_file():
@@ -73,11 +65,11 @@ def _resume_path(cfg: DictConfig) -> Optional[Path]:
 
 def _loggers(cfg: DictConfig, run_dir: Path) -> list:
     loggers: list = [CSVLogger(save_dir=str(run_dir), name="logs")]
-    if bool(select(cfg, "tensorboard.enabled", False)):
+    if cfg.tensorboard.enabled:
         from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard"))
-    if bool(select(cfg, "wandb.enabled", False)):
+    if cfg.wandb.enabled:
         from lightning.pytorch.loggers import WandbLogger
 
         loggers.append(WandbLogger(name=cfg.name, project=cfg.wandb.project,
@@ -90,11 +82,11 @@ def _check_loggers(cfg: DictConfig) -> None:
     """Optional loggers need their packages; say so before anything is written."""
     from importlib.util import find_spec
 
-    if bool(select(cfg, "tensorboard.enabled", False)) and not (
+    if cfg.tensorboard.enabled and not (
             find_spec("tensorboard") or find_spec("tensorboardX")):
         raise ConfigError("tensorboard.enabled=true needs the tensorboard package "
                           "(pip install tensorboard)")
-    if bool(select(cfg, "wandb.enabled", False)) and not find_spec("wandb"):
+    if cfg.wandb.enabled and not find_spec("wandb"):
         raise ConfigError("wandb.enabled=true needs the wandb package (pip install wandb)")
 
 
@@ -110,30 +102,13 @@ def parse_pretrain_cfg(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Any, bool]:
-    """Parses the config and builds the loaders (all input checks happen here): training,
-    validation, the clean KNN bank (None unless ``knn_eval.bank: clean``), and whether a GPU
-    trains."""
+def prepare(cfg: DictConfig) -> tuple[DictConfig, PretrainData, bool]:
+    """Parses the config and builds the run's loaders (all input checks happen here); also says
+    whether a GPU trains."""
     cfg = parse_pretrain_cfg(cfg)
     _check_loggers(cfg)
-    if cfg.data.dataset == "custom" and select(cfg, "data.num_classes") is None:
-        cfg.data.num_classes = count_classes(cfg)
     gpu = uses_gpu(cfg)
-    bank = None
-    if cfg.data.format == "device":
-        train_loader, val_loader, bank = build_device_loaders(cfg, gpu)
-        return cfg, train_loader, val_loader, bank, gpu
-    if cfg.data.format == "dali":
-        train_loader = build_dali_pretrain_loader(cfg, gpu)
-    else:
-        train_loader = build_pretrain_loader(cfg, build_pretrain_dataset(cfg), gpu)
-    val_loader = None
-    val_path = select(cfg, "data.val_path")
-    if val_path and not cfg.data.no_labels:
-        val_loader = build_eval_loader(cfg, str(val_path), train=False, gpu=gpu)
-        if bool(cfg.knn_eval.enabled) and cfg.knn_eval.bank == "clean":
-            bank = build_eval_loader(cfg, str(cfg.data.train_path), train=True, gpu=gpu)
-    return cfg, train_loader, val_loader, bank, gpu
+    return cfg, build_pretrain_data(cfg, gpu), gpu
 
 
 def steps_per_epoch(cfg: DictConfig, loader: Any) -> int:
@@ -145,7 +120,7 @@ def steps_per_epoch(cfg: DictConfig, loader: Any) -> int:
         batches = per_rank // int(cfg.optimizer.batch_size)
     else:
         batches = len(loader)
-    limit = select(cfg, "limit_train_batches")
+    limit = cfg.limit_train_batches
     if isinstance(limit, float) and limit <= 1.0:
         batches = int(batches * limit)
     elif limit is not None:
@@ -209,12 +184,12 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
     Bad input fails before the run directory exists; a run that fails before its first optimizer
     step removes the directory it created; Ctrl-C saves the state and raises ``Interrupted``.
     """
-    cfg, train_loader, val_loader, bank, gpu = prepare(cfg)
-    loaders = (train_loader, val_loader, bank)  # their workers stop when the run does
+    cfg, data, gpu = prepare(cfg)
+    train_loader, val_loader, bank = data.train, data.val, data.bank
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = build_model(cfg)
     model.total_steps = steps_per_epoch(cfg, train_loader) * int(cfg.max_epochs)
-    if bool(select(cfg, "performance.compile", False)):
+    if cfg.performance.compile:
         model.backbone = torch.compile(model.backbone)  # type: ignore[assignment]
     ckpt_path = _resume_path(cfg)
     position = check_resumable(ckpt_path, model, cfg) if ckpt_path is not None else None
@@ -250,7 +225,7 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
         if ckpt_path is not None:
             print(f"Resuming from {ckpt_path}")
         all_callbacks: list[Callback] = first + list(extra)
-        if bool(select(cfg, "enable_progress_bar", True)):
+        if cfg.enable_progress_bar:
             all_callbacks.insert(len(first), TQDMProgressBar(refresh_rate=1))
         checkpointer = None
         if bool(cfg.checkpoint.enabled):
@@ -283,7 +258,7 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
             raise DataError(f"{one_line(exc)} (stopped at epoch {trainer.current_epoch}, step "
                             f"{trainer.global_step}; {where})") from None
         finally:
-            close_loaders(*loaders)
+            data.close()  # the loaders' workers stop when the run does
 
     last = checkpointer.last if checkpointer is not None else None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()

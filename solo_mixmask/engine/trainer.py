@@ -21,20 +21,19 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 
-from ..config.loading import select
 from ..config.schema import TRAINER_PASSTHROUGH
 from ..utils.distributed import num_devices
 
 
 def uses_gpu(cfg: DictConfig) -> bool:
-    acc = str(select(cfg, "accelerator", "auto"))
+    acc = str(cfg.accelerator)
     return acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
 
 
 def trainer_devices(cfg: DictConfig) -> Any:
     """Lightning's ``devices``: CPU takes a count, GPUs a count or an id list."""
-    devices = select(cfg, "devices", 1)
-    if str(select(cfg, "accelerator", "auto")) == "cpu" or not uses_gpu(cfg):
+    devices = cfg.devices
+    if str(cfg.accelerator) == "cpu" or not uses_gpu(cfg):
         return num_devices(devices)
     if isinstance(devices, str) and devices.strip() not in ("auto", "-1"):
         return devices
@@ -42,7 +41,7 @@ def trainer_devices(cfg: DictConfig) -> Any:
 
 
 def trainer_strategy(cfg: DictConfig) -> Any:
-    strategy = select(cfg, "strategy", "auto")
+    strategy = cfg.strategy
     if strategy in (None, "none"):
         return "auto"
     if strategy == "ddp":
@@ -114,16 +113,16 @@ class FitLogInterval(Callback):
 def trainer_kwargs(cfg: DictConfig, run_dir: Path, callbacks: list, logger: Any) -> dict[str, Any]:
     """Keyword arguments of ``pl.Trainer`` for a run living in ``run_dir``."""
     quiet_lightning()
-    acc = str(select(cfg, "accelerator", "auto"))
+    acc = str(cfg.accelerator)
     kwargs: dict[str, Any] = {
         "max_epochs": int(cfg.max_epochs),
         "accelerator": "gpu" if uses_gpu(cfg) and acc == "auto" else acc,
         "devices": trainer_devices(cfg),
-        "num_nodes": int(select(cfg, "num_nodes", 1)),
-        "precision": select(cfg, "precision", 32),
+        "num_nodes": int(cfg.num_nodes),
+        "precision": cfg.precision,
         "strategy": trainer_strategy(cfg),
-        "sync_batchnorm": bool(select(cfg, "sync_batchnorm", False)),
-        "accumulate_grad_batches": int(select(cfg, "accumulate_grad_batches", 1)),
+        "sync_batchnorm": bool(cfg.sync_batchnorm),
+        "accumulate_grad_batches": int(cfg.accumulate_grad_batches),
         "callbacks": callbacks,
         "logger": logger,
         "enable_checkpointing": False,
@@ -132,7 +131,7 @@ def trainer_kwargs(cfg: DictConfig, run_dir: Path, callbacks: list, logger: Any)
     }
     valid = inspect.signature(pl.Trainer.__init__).parameters
     for key in TRAINER_PASSTHROUGH:
-        if select(cfg, key) is not None and key in valid:
+        if cfg[key] is not None and key in valid:
             kwargs[key] = cfg[key]
     if "log_every_n_steps" not in kwargs:  # the config's own interval is kept as it is
         kwargs["callbacks"] = [*callbacks, FitLogInterval()]

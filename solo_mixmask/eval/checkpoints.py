@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from ..backbones import ResNet, create_backbone
+from ..config.schema import PretrainConfig
+from ..config.validation import complete
 from ..errors import CheckpointError, ConfigError, first_line
 
 FORMATS = ("solo_mixmask", "solo-learn", "official", "torchvision")
@@ -244,8 +246,6 @@ def resolve_backbone_spec(obj: dict[str, Any], name: Optional[str] = None,
 def load_method(path: str | os.PathLike) -> nn.Module:
     """The whole pretraining module (backbone and heads) of a checkpoint of this package, built
     from the config it stores, in eval mode: for features taken after the projection head."""
-    from omegaconf import OmegaConf
-
     from ..methods import METHODS
 
     obj = load_checkpoint_file(path)
@@ -253,7 +253,10 @@ def load_method(path: str | os.PathLike) -> nn.Module:
     if not isinstance(cfg, dict) or not isinstance(weights, dict) or cfg.get("method") not in METHODS:
         raise CheckpointError(f"{path}: the projection head needs a pretraining checkpoint of this "
                               "package (its config names the head); use --feature backbone")
-    model = METHODS[cfg["method"]](OmegaConf.create(cfg))
+    method = METHODS[cfg["method"]]
+    full = complete(cfg, PretrainConfig)  # a checkpoint of an older release lacks newer keys
+    full.method_kwargs = complete(full.method_kwargs, method.kwargs_schema)
+    model = method(full)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:

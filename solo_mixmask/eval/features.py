@@ -7,14 +7,13 @@ takes it from too; it is re-exported here for the evaluations' callers.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.loaders import build_dataset
+from ..data.sources import build_dataset
 from ..utils.features import extract_features
 
 __all__ = ["class_names", "eval_loader", "extract_bank", "extract_features", "image_dataset"]
@@ -66,12 +65,13 @@ def extract_bank(backbone: nn.Module, loader: Iterable, device: torch.device | s
     return feats, torch.cat(labels).long()
 
 
-def image_dataset(path: str | os.PathLike, dataset: str, transform: Optional[Callable],
-                  train: bool, download: bool = False) -> Dataset:
+def image_dataset(data: Any, path: str | os.PathLike, transform: Optional[Callable],
+                  train: bool) -> Dataset:
     """``(image, target)`` samples of an ImageFolder tree, or of torchvision's CIFAR/STL files for
-    those datasets when ``path`` has no class folders (as in pretraining)."""
-    cfg = OmegaConf.create({"data": {"dataset": dataset, "download": download}})
-    return build_dataset(cfg, str(path), train, transform, with_index=False)
+    those datasets when ``path`` has no class folders (as in pretraining); ``data`` is the
+    evaluation config's ``data`` section (``dataset``, ``download``, ``verify``,
+    ``skip_corrupt``), read by the same source checks as pretraining."""
+    return build_dataset(data, str(path), train, transform, with_index=False)
 
 
 def class_names(ds: Dataset) -> Optional[list[str]]:

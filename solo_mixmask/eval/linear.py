@@ -26,15 +26,17 @@ from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ..config.datasets import DATASETS
-from ..config.loading import select
+from ..config.eval_schema import LinearConfig, SemiConfig
 from ..config.pretrain import (
     check_dataset,
     check_decay_steps,
     check_optimizer_kwargs,
+    normalise_verify,
     resolve_hardware,
     scale_lrs,
 )
-from ..config.schema import LinearConfig, report_ignored, validate
+from ..config.solo_keys import report_ignored
+from ..config.validation import validate
 from ..data.augmentations import build_eval_transform, build_linear_train_transform
 from ..engine.checkpoint import Checkpointer, find_resumable, new_version
 from ..engine.run_folder import RunFolder
@@ -53,8 +55,8 @@ DEFAULT_CROP = {"cifar10": 32, "cifar100": 32, "stl10": 96, "tiny-imagenet": 64}
 
 
 def _checkpoint_path(cfg: DictConfig) -> str:
-    path = select(cfg, "pretrained_feature_extractor")
-    if path in (None, "", "None", "none", "???"):
+    path = cfg.pretrained_feature_extractor
+    if path in (None, "", "None", "none"):
         raise ConfigError("set pretrained_feature_extractor=PATH (the pretrained checkpoint)")
     if not Path(str(path)).is_file():
         raise CheckpointError(f"pretrained_feature_extractor: checkpoint not found: {path}")
@@ -63,6 +65,7 @@ def _checkpoint_path(cfg: DictConfig) -> str:
 
 def _parse_data(cfg: DictConfig) -> None:
     dataset = check_dataset(cfg)
+    normalise_verify(cfg.data)
     info = DATASETS[dataset]
     aug = cfg.data.augmentations
     if aug.crop_size is None:
@@ -90,8 +93,9 @@ def parse_linear_cfg(cfg: DictConfig, schema: type = LinearConfig) -> DictConfig
     if cfg.finetune and cfg.features.precompute:
         raise ConfigError("features.precompute needs a frozen backbone (finetune: false)")
     resolve_hardware(cfg)
-    if cfg.name is None:
-        cfg.name = f"linear-{cfg.data.dataset}"
+    if cfg.name is None:  # semi-supervised runs are named after their schema
+        kind = "semi" if issubclass(schema, SemiConfig) else "linear"
+        cfg.name = f"{kind}-{cfg.data.dataset}"
     check_decay_steps(cfg)
     if cfg.features.probe == "wmse" and (not cfg.features.precompute
                                          or cfg.optimizer.name != "adam"):
@@ -108,7 +112,7 @@ def check_classes(cfg: DictConfig, train: Dataset, val: Dataset) -> int:
     info = DATASETS[cfg.data.dataset]
     train_names, val_names = class_names(train), class_names(val)
     found = len(train_names) if train_names else None
-    expected = select(cfg, "data.num_classes") or info.num_classes
+    expected = cfg.data.num_classes or info.num_classes
     if expected is not None and found is not None and int(expected) != found:
         raise DataError(f"label count mismatch: {cfg.data.dataset} expects {expected} classes but "
                         f"{cfg.data.train_path} has {found} class folders")
@@ -132,10 +136,8 @@ def build_datasets(cfg: DictConfig, augment: bool) -> tuple[Dataset, Dataset, in
     mean, std = list(cfg.data.augmentations.mean), list(cfg.data.augmentations.std)
     train_tf = (build_linear_train_transform(size, mean, std) if augment
                 else build_eval_transform(size, mean, std))
-    download = bool(cfg.data.download)
-    train = image_dataset(cfg.data.train_path, cfg.data.dataset, train_tf, True, download)
-    val = image_dataset(cfg.data.val_path, cfg.data.dataset, build_eval_transform(size, mean, std),
-                        False, download)
+    train = image_dataset(cfg.data, cfg.data.train_path, train_tf, True)
+    val = image_dataset(cfg.data, cfg.data.val_path, build_eval_transform(size, mean, std), False)
     if len(train) == 0 or len(val) == 0:
         raise DataError(f"no images in {cfg.data.train_path if len(train) == 0 else cfg.data.val_path}")
     return train, val, check_classes(cfg, train, val)
@@ -255,7 +257,7 @@ def load_pretrained(cfg: DictConfig) -> tuple[nn.Module, dict[str, Any]]:
     obj = load_checkpoint_file(path)
     _, fmt = split_backbone(obj)
     kwargs = OmegaConf.to_container(cfg.backbone.kwargs, resolve=True) or {}
-    name, kwargs = resolve_backbone_spec(obj, select(cfg, "backbone.name"), kwargs)
+    name, kwargs = resolve_backbone_spec(obj, cfg.backbone.name, kwargs)
     info = provenance(path, obj, fmt)
     del obj
     backbone, built = load_backbone(path, name, kwargs)

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from ..__version__ import __version__
+from ..config.schema import PretrainConfig
+from ..config.validation import complete
 from ..errors import DataError
 
 SCHEMA = "solo-mixmask/result/1"
@@ -194,10 +196,9 @@ def record_from_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     ckpts = sorted(run_dir.glob("*-ep=*.ckpt"), key=lambda c: int(re.findall(r"ep=(\d+)", c.name)[-1]))
     if not ckpts:
         raise DataError(f"{run_dir}: no checkpoint")
-    knn = args.get("knn_eval") or {}
-    settings = {"k": knn.get("k"), "temperature": knn.get("T"),
-                "distance": knn.get("distance_func"), "bank": knn.get("bank", "crops"),
-                "feature": knn.get("feature", "backbone"), "vote": knn.get("vote", "weighted"),
+    knn = complete({"knn_eval": args.get("knn_eval") or {}}, PretrainConfig).knn_eval
+    settings = {"k": knn.k, "temperature": knn.T, "distance": knn.distance_func,
+                "bank": knn.bank, "feature": knn.feature, "vote": knn.vote,
                 "source": "pretraining monitor"}
     metrics = {"acc1": final["val_knn_acc1"]}
     if "val_knn_acc5" in final:

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
-from ..config.loading import select
-from ..config.schema import SemiConfig
+from ..config.eval_schema import SemiConfig
 from ..errors import ConfigError, DataError
 from .linear import EvalResult, parse_linear_cfg, run_linear
 
@@ -122,11 +121,9 @@ def check_disjoint(train_paths: Sequence[str], val: Dataset, keep: np.ndarray) -
 
 
 def parse_semi_cfg(cfg: DictConfig) -> DictConfig:
-    """The linear schema plus the ``semi`` section; the run is named after the dataset."""
-    if select(cfg, "name") is None:
-        OmegaConf.update(cfg, "name", f"semi-{select(cfg, 'data.dataset', 'data')}",
-                         force_add=True)
-    return cfg
+    """The linear probe's parse with the ``semi`` section (``SemiConfig``); an unnamed run is
+    ``semi-<dataset>``."""
+    return parse_linear_cfg(cfg, SemiConfig)
 
 
 def labels_tag(fraction: float) -> str:
@@ -137,12 +134,12 @@ def labels_tag(fraction: float) -> str:
 
 def run_semi(cfg: DictConfig, command: Optional[str] = None) -> EvalResult:
     """Trains and scores the classifier on the labelled subset (see the module docstring)."""
-    cfg = parse_linear_cfg(parse_semi_cfg(cfg), SemiConfig)
+    cfg = parse_semi_cfg(cfg)
     chosen: dict[str, Any] = {}
 
     def select_train(train: Dataset, val: Dataset) -> np.ndarray:
         paths = _paths_of(train)
-        subset_file = select(cfg, "semi.subset_file")
+        subset_file = cfg.semi.subset_file
         if subset_file is not None:
             if paths is None:
                 raise ConfigError("semi.subset_file needs an ImageFolder training set")

@@ -20,8 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..backbones import BACKBONES, create_backbone, is_known_backbone
-from ..config.loading import select
-from ..config.schema import validate
+from ..config.validation import validate
 from ..errors import ConfigError
 from ..utils.knn import knn_accuracy
 from ..utils.momentum import copy_params, ema_update, tau_at
@@ -64,15 +63,14 @@ class BaseMethod(pl.LightningModule):
         self.kw = cfg.method_kwargs
         self.backbone = self.build_backbone(self.query_bn_splits)
         self.features_dim = int(self.backbone.num_features)
-        self.num_classes = int(select(cfg, "data.num_classes", 1))
+        self.num_classes = int(cfg.data.num_classes or 1)
         self.classifier = nn.Linear(self.features_dim, self.num_classes)
         # resolved by the config parse (``auto`` is true: it wins on GPUs and, measured, on the CPU)
         perf = cfg.performance
         self.channels_last = perf.channels_last is True and not perf.disable_channel_last
-        self.knn_on = bool(select(cfg, "knn_eval.enabled", False)) and select(
-            cfg, "knn_eval.bank", "crops") == "crops"
+        self.knn_on = bool(cfg.knn_eval.enabled) and cfg.knn_eval.bank == "crops"
         #: every training target is -1 (``data.no_labels``): the online KNN keeps no crops
-        self.no_labels = bool(select(cfg, "data.no_labels", False))
+        self.no_labels = bool(cfg.data.no_labels)
         self._knn_train: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._knn_test: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._val_outputs: list[dict[str, torch.Tensor]] = []
@@ -200,7 +198,7 @@ class BaseMethod(pl.LightningModule):
     @torch.no_grad()
     def _knn_view(self, feats: torch.Tensor) -> torch.Tensor:
         feats = feats.detach()
-        if select(self.cfg, "knn_eval.feature", "backbone") == "projector":
+        if self.cfg.knn_eval.feature == "projector":
             return self.project(feats).float()
         return feats
 
@@ -209,7 +207,7 @@ class BaseMethod(pl.LightningModule):
         return KNNEncoder(self, feature)
 
     def _knn_epoch(self) -> bool:
-        freq = int(select(self.cfg, "knn_eval.frequency", 1))
+        freq = int(self.cfg.knn_eval.frequency)
         return (self.current_epoch + 1) % max(1, freq) == 0
 
     # ------------------------------------------------------------- validation
@@ -239,12 +237,10 @@ class BaseMethod(pl.LightningModule):
                                        torch.cat([y for _, y in self._knn_train]))
             te_f = torch.cat([f for f, _ in self._knn_test])
             te_y = torch.cat([y for _, y in self._knn_test])
-            distance = str(select(self.cfg, "knn_eval.distance_func", "euclidean"))
-            top1, top5 = knn_accuracy(tr_f, tr_y, te_f, te_y, self.num_classes,
-                                      k=int(self.cfg.knn_eval.k),
-                                      T=float(select(self.cfg, "knn_eval.T", 0.07)),
-                                      distance=distance,
-                                      vote=str(select(self.cfg, "knn_eval.vote", "weighted")))
+            knn = self.cfg.knn_eval
+            top1, top5 = knn_accuracy(tr_f, tr_y, te_f, te_y, self.num_classes, k=int(knn.k),
+                                      T=float(knn.T), distance=str(knn.distance_func),
+                                      vote=str(knn.vote))
             self.log_dict({"val_knn_acc1": top1, "val_knn_acc5": top5}, sync_dist=True)
         if not self.trainer.sanity_checking:
             self._knn_train.clear()
@@ -262,7 +258,7 @@ class BaseMethod(pl.LightningModule):
     def configure_optimizers(self):
         cfg = self.cfg
         groups = self.param_groups()
-        if bool(select(cfg, "optimizer.exclude_bias_n_norm_wd", False)):
+        if cfg.optimizer.exclude_bias_n_norm_wd:
             groups = split_no_decay(groups)
         kwargs = OmegaConf.to_container(cfg.optimizer.kwargs, resolve=True) or {}
         opt = build_optimizer(cfg.optimizer.name, groups, float(cfg.optimizer.lr),

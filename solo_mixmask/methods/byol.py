@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ..config.schema import opt
+from ..config.validation import opt
 from ..losses.byol import byol_loss_func
 from ..utils.momentum import copy_params
 from .base import BaseMomentumMethod

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..config.branches import BranchKwargs
+from ..config.branches import BranchConfig, BranchKwargs
 from ..data.recipe import dataset_stats
 from ..mixmask import Branches, parse_branch_cfg
 from ..utils.distributed import rank
@@ -27,7 +27,7 @@ from .simsiam import SimSiam
 
 def _symmetric(cls: type, cfg: DictConfig) -> bool:
     if cls is MoCoV2Plus or issubclass(cls, MoCoV2Plus):
-        return bool(cfg.method_kwargs.get("symmetric", True))
+        return bool(cfg.method_kwargs.symmetric)
     return True
 
 
@@ -44,10 +44,9 @@ class MixMaskMixin:
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)  # type: ignore[call-arg]
-        spec = parse_branch_cfg(cfg.method_kwargs, int(cfg.augmentations[0].crop_size),
-                                self.symmetric)
-        mean, std = dataset_stats(cfg)
-        self.branches = Branches(spec, mean, std, seed=int(cfg.seed))
+        mean, std = dataset_stats(cfg)  # the branches were parsed with the config
+        self.branches = Branches(BranchConfig.from_method_kwargs(cfg.method_kwargs), mean, std,
+                                 seed=int(cfg.seed))
 
     def branch_losses(self, crops: list[torch.Tensor],
                       out: dict[str, Any]) -> tuple[Optional[torch.Tensor], dict[str, Any]]:

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from ..config.loading import select
-from ..config.schema import check_auto_or_int, opt
+from ..config.validation import check_auto_or_int, opt
 from ..data.sampling import mix_seed
 from ..errors import ConfigError
 from ..losses.mocov2plus import mocov2plus_loss_func
@@ -116,11 +115,11 @@ class MoCoV2Plus(BaseMomentumMethod):
 
     @property
     def bn_splits(self) -> int:
-        return int(select(self.cfg, "method_kwargs.bn_splits", 1))
+        return int(self.kw.bn_splits)
 
     @property
     def query_bn_splits(self) -> int:
-        return self.bn_splits if bool(select(self.cfg, "method_kwargs.split_query_bn", False)) else 1
+        return self.bn_splits if self.kw.split_query_bn else 1
 
     @property
     def momentum_pairs(self):

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ..config.schema import opt
+from ..config.validation import opt
 from ..losses.simclr import info_nce, simclr_loss_func
 from ..utils import distributed as dist
 from .base import BaseMethod

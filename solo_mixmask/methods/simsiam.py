@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig
 
-from ..config.schema import opt
+from ..config.validation import opt
 from ..losses.simsiam import simsiam_loss_func
 from .base import BaseMethod
 from .heads import mlp

@@ -31,8 +31,12 @@ from solo.methods import BYOL, MoCoV2Plus, SimCLR, SimSiam
 from solo.methods.base import BaseMethod
 from solo.utils.misc import gather, get_rank, omegaconf_select
 
+from ..config.branches import BranchConfig
+from ..config.schema import LightningKeys
+from ..config.validation import field_default
 from ..errors import ConfigError
 from ..losses import byol_loss_func, info_nce, mocov2plus_loss_func, simsiam_loss_func
+from ..methods.mocov2plus import MoCoKwargs
 from ..mixmask import Branches, parse_branch_cfg
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -40,7 +44,8 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 def _is_symmetric(cls: type, cfg: omegaconf.DictConfig) -> bool:
     if issubclass(cls, MoCoV2Plus):
-        return bool(omegaconf_select(cfg, "method_kwargs.symmetric", True))
+        return bool(omegaconf_select(cfg, "method_kwargs.symmetric",
+                                     field_default(MoCoKwargs, "symmetric")))
     return True
 
 
@@ -77,10 +82,11 @@ class SoloMixMaskMixin:
     def __init__(self, cfg: omegaconf.DictConfig) -> None:
         super().__init__(cfg)  # type: ignore[call-arg]
         self.mixmask_symmetric = _is_symmetric(type(self), cfg)
-        self.mixmask_spec = parse_branch_cfg(cfg.method_kwargs, int(cfg.augmentations[0].crop_size),
-                                             self.mixmask_symmetric)
+        # solo-learn's BaseMethod ran add_and_assert_specific_cfg (the parse) just now
+        self.mixmask_spec = BranchConfig.from_method_kwargs(cfg.method_kwargs)
         self.branches = Branches(self.mixmask_spec, *normalisation(cfg),
-                                 seed=int(omegaconf_select(cfg, "seed", 5)))
+                                 seed=int(omegaconf_select(cfg, "seed",
+                                                           field_default(LightningKeys, "seed"))))
         if self.num_large_crops != 2:
             raise ConfigError("the MixMask variants need exactly two large crops (augmentations "
                               f"give {self.num_large_crops})")

@@ -108,7 +108,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     if cfg.data.format == "dali":
         raise ConfigError("data.format=dali: run solo-learn's main_pretrain.py with "
                           "+hydra.callbacks.mixmask._target_=solo_mixmask.solo.MixMaskCallback")
-    if OmegaConf.select(cfg, "auto_umap.enabled", default=False):
+    if OmegaConf.select(cfg, "auto_umap.enabled"):  # solo-learn's key, absent or false by default
         raise ConfigError("auto_umap: run solo-learn's main_pretrain.py with the MixMask callback")
     if cfg.method not in METHODS:
         raise ConfigError(f"method {cfg.method!r} is not in solo.methods.METHODS; choose one of "

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 
 def is_dist() -> bool:
@@ -35,8 +35,7 @@ def num_devices(devices: Any) -> int:
 def configured_world_size(cfg: DictConfig) -> int:
     """Processes the config's ``devices`` and ``num_nodes`` will start: known before any process
     group exists (learning-rate scaling, queue sizes, steps per epoch)."""
-    nodes = OmegaConf.select(cfg, "num_nodes", default=None, throw_on_missing=False)
-    return num_devices(cfg.devices) * int(1 if nodes is None else nodes)
+    return num_devices(cfg.devices) * int(cfg.num_nodes)
 
 
 def rank() -> int:

@@ -46,7 +46,7 @@ def build_schedule(sc: Any, base_lr: float, total_steps: int,
     ``interval: step``); a negative one counts from the end (``-50``: 50 epochs before the
     last). ``warmup_steps`` (iterations) multiplies any schedule by a linear warm-up.
     """
-    if sc.name == "none" and not int(sc.get("warmup_steps", 0) or 0):
+    if sc.name == "none" and not sc.warmup_steps:
         return None
     total = max(1, int(total_steps))
     per_epoch = total / max(1, int(epochs))
@@ -61,4 +61,4 @@ def build_schedule(sc: Any, base_lr: float, total_steps: int,
             if sc.name == "warmup_cosine" else 0
         schedule = warmup_cosine(total, warmup, float(sc.warmup_start_lr) / base,
                                  float(sc.min_lr) / base)
-    return with_warmup(schedule, int(sc.get("warmup_steps", 0) or 0))
+    return with_warmup(schedule, int(sc.warmup_steps))
