@@ -263,6 +263,7 @@ def linear_probe(result: Any, train: Path, test: Path, out: Path, kept: str,
     import torch
 
     from solo_mixmask.data.loaders import build_eval_loader
+    from solo_mixmask.data.spec import LoaderSpec
     from solo_mixmask.eval.feature_probe import train_feature_probe
     from solo_mixmask.eval.features import extract_features
     from solo_mixmask.eval.records import make_record, write_record
@@ -270,7 +271,8 @@ def linear_probe(result: Any, train: Path, test: Path, out: Path, kept: str,
     cfg = result.cfg
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = result.model.to(device)
-    feats = [extract_features(model.backbone, build_eval_loader(cfg, str(p), train=t, gpu=True),
+    spec = LoaderSpec.from_config(cfg, gpu=True)
+    feats = [extract_features(model.backbone, build_eval_loader(spec, str(p), train=t),
                               device) for p, t in ((train, True), (test, False))]
     epochs = SMOKE_PROBE_EPOCHS if args.cpu_smoke else PROBE_EPOCHS
     probe = train_feature_probe(*feats[0], *feats[1], 10, epochs=epochs, device=device)

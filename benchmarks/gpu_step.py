@@ -318,9 +318,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     # data only
     from solo_mixmask.data.dali import build_dali_pretrain_loader, dali_available
+    from solo_mixmask.data.spec import LoaderSpec
+
+    spec = LoaderSpec.from_config(cfg0, gpu=device == "cuda")
 
     if dali_available() and not args.no_dali:
-        loader = build_dali_pretrain_loader(cfg0, gpu=device == "cuda")
+        loader = build_dali_pretrain_loader(spec)
         out["decoder"] = f"DALI ({'mixed/GPU' if device == 'cuda' else 'CPU'})"
     else:
         loader = GPUDecodeLoader(raw, targets, cfg0, args.batch, device)
@@ -333,7 +336,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.skip_cpu_loader:
         from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loader
 
-        cpu_loader = build_pretrain_loader(cfg0, build_pretrain_dataset(cfg0), gpu=device == "cuda")
+        cpu_loader = build_pretrain_loader(spec, build_pretrain_dataset(spec))
         out["data"]["cpu_loader_img_s"] = time_epochs(cpu_loader, args.data_batches)
         out["data"]["cpu_loader_workers"] = args.workers
         del cpu_loader

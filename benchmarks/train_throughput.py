@@ -84,9 +84,11 @@ def build_cfg(method: str, width: float, batch: int, data_root: str, channels_la
 
 def make_batches(cfg: Any, count: int, workers: int = 2) -> list[list[Any]]:
     from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loader
+    from solo_mixmask.data.spec import LoaderSpec
 
     torch.manual_seed(0)
-    loader = build_pretrain_loader(cfg, build_pretrain_dataset(cfg), gpu=False)
+    spec = LoaderSpec.from_config(cfg, gpu=False)
+    loader = build_pretrain_loader(spec, build_pretrain_dataset(spec))
     batches = list(itertools.islice(iter(loader), count))
     del loader
     return batches

@@ -17,7 +17,8 @@ a higher one, and no import, at module level or inside a function, closes a cycl
 extraction); ``config`` the schemas (the only place a default lives), the validator, the checks
 and the dataset table; ``data`` reads and checks the images (``sources``), crops them (the recipe
 and its one batched implementation) and builds a run's loaders by ``data.format``
-(``pipeline.PIPELINES``); ``mixmask`` the masks and branches; ``methods`` the models (``solo``
+(``pipeline.PIPELINES``, each builder taking the config's data-side values resolved once into a
+``spec.LoaderSpec``); ``mixmask`` the masks and branches; ``methods`` the models (``solo``
 the same branches in solo-learn's classes); ``engine`` trains on Lightning; ``eval`` runs the
 offline protocols; ``cli`` is the ``solo-mixmask`` command.
 """

@@ -18,6 +18,7 @@ from solo_mixmask.data.batched import BatchedMultiCrop
 from solo_mixmask.data.datasets import decode_image, scan_image_folder
 from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loader
 from solo_mixmask.data.recipe import CropRecipe, Recipe, blur_kernel, dataset_stats
+from solo_mixmask.data.spec import LoaderSpec
 from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 from solo_mixmask.errors import ConfigError
 
@@ -102,7 +103,7 @@ def test_gpu_decoding_without_a_gpu_is_a_config_error(cifar_train, tmp_path):
         pytest.skip("a GPU is present")
     cfg = _cfg(cifar_train, tmp_path, data__format="dali", dali__device="gpu")
     with pytest.raises(ConfigError, match="dali.device=gpu needs a CUDA GPU"):
-        build_dali_pretrain_loader(cfg, gpu=False)
+        build_dali_pretrain_loader(LoaderSpec.from_config(cfg, gpu=False))
 
 
 # ------------------------------------------------------------------------------ DALI vs torchvision
@@ -121,7 +122,7 @@ def test_dali_batches_match_the_torchvision_path(which, cifar_train, imagenette_
     images = scan_image_folder(train)
     n = len(images)
 
-    dali_loader = build_dali_pretrain_loader(cfg, gpu=False)
+    dali_loader = build_dali_pretrain_loader(LoaderSpec.from_config(cfg, gpu=False))
     assert len(dali_loader) == n // batch
     idx, dali_crops, targets = _epoch(dali_loader)
     assert len(idx) == len(dali_loader) * batch == n
@@ -131,11 +132,12 @@ def test_dali_batches_match_the_torchvision_path(which, cifar_train, imagenette_
     assert first.shape == (2, batch, 3, size, size) and first.dtype == torch.float32
 
     tv_cfg = OmegaConf.merge(cfg, {"data": {"format": "image_folder", "num_workers": 0}})
+    tv_spec = LoaderSpec.from_config(tv_cfg, gpu=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-image ops: a second thread only adds contention
     try:
         tv_crops = [torch.stack(c) for _, c, _ in build_pretrain_loader(
-            tv_cfg, build_pretrain_dataset(tv_cfg), gpu=False)]
+            tv_spec, build_pretrain_dataset(tv_spec))]
     finally:
         torch.set_num_threads(threads)
 

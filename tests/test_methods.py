@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback
 
 from conftest import tiny_cfg
 from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loader
+from solo_mixmask.data.spec import LoaderSpec
 from solo_mixmask.engine.pretrain import parse_pretrain_cfg, pretrain
 from solo_mixmask.methods import METHODS
 
@@ -50,7 +51,8 @@ def test_the_ssl_loss_and_the_mixmask_term_fall_on_real_images(method, cifar_tra
 
 def test_batch_format_is_solo_learns(cifar_train, tmp_path):
     cfg = parse_pretrain_cfg(tiny_cfg("byol", cifar_train, tmp_path))
-    loader = build_pretrain_loader(cfg, build_pretrain_dataset(cfg), gpu=False)
+    spec = LoaderSpec.from_config(cfg, gpu=False)
+    loader = build_pretrain_loader(spec, build_pretrain_dataset(spec))
     indexes, crops, targets = next(iter(loader))
     assert len(crops) == 2 and crops[0].shape == (32, 3, 32, 32)
     assert indexes.dtype == torch.long and len(set(indexes.tolist())) == 32
@@ -66,7 +68,8 @@ def test_moco_queue_is_unchanged_until_every_term_is_computed(cifar_train, tmp_p
     cfg = parse_pretrain_cfg(tiny_cfg("mixmask_mocov2plus", cifar_train, tmp_path,
                                       method_kwargs__unmix__enabled=True))
     model = METHODS[cfg.method](cfg)
-    loader = build_pretrain_loader(cfg, build_pretrain_dataset(cfg), gpu=False)
+    spec = LoaderSpec.from_config(cfg, gpu=False)
+    loader = build_pretrain_loader(spec, build_pretrain_dataset(spec))
     batch = next(iter(loader))
     before = model.queue.clone()
     ptr = int(model.queue_ptr)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from conftest import REPO, eval_data, tiny_cfg
 from solo_mixmask.config import load_config
 from solo_mixmask.data.loaders import build_pretrain_dataset, build_pretrain_loader
+from solo_mixmask.data.spec import LoaderSpec
 from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 from solo_mixmask.errors import ConfigError
 from solo_mixmask.methods import METHODS
@@ -39,7 +40,8 @@ def build(method: str, cifar_train: Path, tmp_path: Path, branch: str, **kw):
     cfg = parse_pretrain_cfg(cfg)
     torch.manual_seed(0)
     model = METHODS[cfg.method](cfg)
-    _, crops, _ = next(iter(build_pretrain_loader(cfg, build_pretrain_dataset(cfg), gpu=False)))
+    spec = LoaderSpec.from_config(cfg, gpu=False)
+    _, crops, _ = next(iter(build_pretrain_loader(spec, build_pretrain_dataset(spec))))
     return model, [c.contiguous(memory_format=torch.channels_last) for c in crops]
 
 
@@ -174,7 +176,8 @@ def test_sum_is_twice_the_mean(cifar_train, tmp_path):
                                           method_kwargs__shuffle_bn=False))
         torch.manual_seed(0)
         model = METHODS["mocov2plus"](cfg)
-        _, crops, _ = next(iter(build_pretrain_loader(cfg, build_pretrain_dataset(cfg), False)))
+        spec = LoaderSpec.from_config(cfg, False)
+        _, crops, _ = next(iter(build_pretrain_loader(spec, build_pretrain_dataset(spec))))
         losses[reduction] = float(model.ssl_forward(crops)["loss"])
     assert losses["sum"] == pytest.approx(2 * losses["mean"], rel=1e-5)
 

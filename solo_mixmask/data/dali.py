@@ -28,12 +28,12 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 from ..errors import ConfigError
 from .datasets import ImageList, scan_image_folder
 from .recipe import ASPECT_RATIO, CROP_TRIES, CropRecipe, Recipe
 from .sources import check_images, training_rows
+from .spec import LoaderSpec
 
 DALI_MISSING = "data.format=dali needs NVIDIA DALI: pip install 'solo-mixmask[dali]'"
 #: torchvision's ``rgb_to_grayscale`` weights (not ITU-R 601's 0.299, which DALI's GRAY uses)
@@ -497,9 +497,9 @@ class DALIPretrainLoader:
         self._mid_epoch = False
 
 
-def resolve_device(cfg: DictConfig, gpu: bool) -> str:
+def resolve_device(dali: Any, gpu: bool) -> str:
     """``dali.device``: ``auto`` decodes on the GPU when training uses one, ``gpu``/``cpu`` force."""
-    want = str(cfg.dali.device)
+    want = str(dali.device)
     if want == "gpu" and not torch.cuda.is_available():
         raise ConfigError("dali.device=gpu needs a CUDA GPU; use dali.device=cpu or auto")
     if want == "auto":
@@ -507,16 +507,15 @@ def resolve_device(cfg: DictConfig, gpu: bool) -> str:
     return want
 
 
-def build_dali_pretrain_loader(cfg: DictConfig, gpu: bool) -> DALIPretrainLoader:
-    """The ``data.format: dali`` training loader of a parsed pretraining config."""
+def build_dali_pretrain_loader(spec: LoaderSpec) -> DALIPretrainLoader:
+    """The ``data.format: dali`` training loader."""
     import_dali()
-    device = resolve_device(cfg, gpu)
-    images = scan_image_folder(cfg.data.train_path, no_labels=bool(cfg.data.no_labels))
-    good = set(check_images(images, str(cfg.data.train_path), cfg.data).paths)
+    device = resolve_device(spec.dali, spec.gpu)
+    data = spec.data
+    images = scan_image_folder(data.train_path, no_labels=bool(data.no_labels))
+    good = set(check_images(images, str(data.train_path), data).paths)
     keep = np.array([i for i, p in enumerate(images.paths) if p in good], dtype=np.int64)
-    batch = int(cfg.optimizer.batch_size)
-    keep = keep[training_rows([images.targets[i] for i in keep], cfg.data, int(cfg.seed), batch)]
-    threads = cfg.dali.threads or max(1, int(cfg.data.num_workers))
-    return DALIPretrainLoader(images, keep, Recipe.from_config(cfg), batch, device=device,
-                              num_threads=int(threads), seed=int(cfg.seed),
-                              num_nodes=int(cfg.num_nodes))
+    keep = keep[training_rows([images.targets[i] for i in keep], data, spec.seed, spec.batch_size)]
+    threads = spec.dali.threads or max(1, int(data.num_workers))
+    return DALIPretrainLoader(images, keep, spec.recipe, spec.batch_size, device=device,
+                              num_threads=int(threads), seed=spec.seed, num_nodes=spec.num_nodes)

@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from .augmentations import build_eval_transform
 from .batched import DRAWS, BatchedMultiCrop
-from .recipe import Recipe, dataset_stats
+from .recipe import Recipe
 from .sampling import EpochSampler, ResumableLoader
 from .sources import build_dataset, training_rows
+from .spec import LoaderSpec
 
 
 class DrawPerSample:
@@ -46,19 +46,6 @@ class RecipeCollate:
         return [indexes, self.crops.apply_images(images, uniforms), targets]
 
 
-def loader_kwargs(cfg: DictConfig, accelerator_is_gpu: bool) -> dict:
-    workers = int(cfg.data.num_workers)
-    perf = cfg.performance
-    kw = {
-        "num_workers": workers,
-        "pin_memory": accelerator_is_gpu if perf.pin_memory == "auto" else bool(perf.pin_memory),
-    }
-    if workers > 0:
-        kw["persistent_workers"] = bool(perf.persistent_workers)
-        kw["prefetch_factor"] = int(perf.prefetch_factor)
-    return kw
-
-
 def close_loaders(*loaders: object) -> None:
     """Stops the persistent workers of loaders a run is done with. Left to the garbage collector,
     their shutdown runs after the queues it signals through are finalized, and each worker is
@@ -72,33 +59,28 @@ def close_loaders(*loaders: object) -> None:
             loader._iterator = None
 
 
-def build_pretrain_dataset(cfg: DictConfig) -> tuple[Dataset, list[int]]:
+def build_pretrain_dataset(spec: LoaderSpec) -> tuple[Dataset, list[int]]:
     """The training dataset and the indices a run trains on (all, or the ``data.fraction``
     subset)."""
-    transform = DrawPerSample(Recipe.from_config(cfg).num_crops)
-    ds = build_dataset(cfg.data, cfg.data.train_path, True, transform,
-                       no_labels=cfg.data.no_labels)
-    indices = training_rows(ds.targets, cfg.data, int(cfg.seed), int(cfg.optimizer.batch_size))
-    return ds, indices
+    ds = build_dataset(spec.data, spec.data.train_path, True, DrawPerSample(spec.recipe.num_crops),
+                       no_labels=spec.data.no_labels)
+    return ds, training_rows(ds.targets, spec.data, spec.seed, spec.batch_size)
 
 
-def build_pretrain_loader(cfg: DictConfig, data: tuple[Dataset, list[int]],
-                          gpu: bool) -> ResumableLoader:
+def build_pretrain_loader(spec: LoaderSpec, data: tuple[Dataset, list[int]]) -> ResumableLoader:
     """Batches of ``[indexes, [crops], targets]`` of ``build_pretrain_dataset``'s dataset and
     indices; their order and crops depend only on the seed, the epoch and the sample
     (``sampling.py``), so a resumed run replays the uninterrupted one."""
     dataset, indices = data
-    sampler = EpochSampler(indices, int(cfg.optimizer.batch_size), seed=int(cfg.seed))
-    return ResumableLoader(dataset, batch_size=int(cfg.optimizer.batch_size), sampler=sampler,
-                           drop_last=True, collate_fn=RecipeCollate(Recipe.from_config(cfg)),
-                           **loader_kwargs(cfg, gpu))
+    sampler = EpochSampler(indices, spec.batch_size, seed=spec.seed)
+    return ResumableLoader(dataset, batch_size=spec.batch_size, sampler=sampler, drop_last=True,
+                           collate_fn=RecipeCollate(spec.recipe), **spec.workers)
 
 
-def build_eval_loader(cfg: DictConfig, path: str, train: bool, gpu: bool,
+def build_eval_loader(spec: LoaderSpec, path: str, train: bool,
                       batch_size: Optional[int] = None) -> DataLoader:
     """Unaugmented ``(image, target)`` batches, e.g. for validation or a clean KNN bank."""
-    mean, std = dataset_stats(cfg)
-    transform = build_eval_transform(int(cfg.augmentations[0].crop_size), mean, std)
-    ds = build_dataset(cfg.data, path, train, transform, with_index=False)
-    return DataLoader(ds, batch_size=batch_size or int(cfg.optimizer.batch_size), shuffle=False,
-                      drop_last=False, **loader_kwargs(cfg, gpu))
+    transform = build_eval_transform(spec.eval_crop, spec.recipe.mean, spec.recipe.std)
+    ds = build_dataset(spec.data, path, train, transform, with_index=False)
+    return DataLoader(ds, batch_size=batch_size or spec.batch_size, shuffle=False,
+                      drop_last=False, **spec.workers)

@@ -4,7 +4,8 @@ builder, and every builder returns the same ``PretrainData``.
 ``image_folder`` covers ImageFolder trees and torchvision's CIFAR/STL files (``sources.py`` tells
 them apart); ``dali`` decodes and crops with NVIDIA DALI; ``device`` holds the decoded images on the
 training device. All of them take their images from ``sources.py``, where the checks, the
-``data.fraction`` subset and the batch-count check are written once.
+``data.fraction`` subset and the batch-count check are written once. The builders take a
+``LoaderSpec`` (``spec.py``): what the loaders read of the config, resolved once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .dali import build_dali_pretrain_loader
 from .loaders import build_eval_loader, build_pretrain_dataset, build_pretrain_loader, close_loaders
 from .resident import build_device_loaders
 from .sources import count_classes
+from .spec import LoaderSpec
 
 
 @dataclass
@@ -35,32 +37,29 @@ class PretrainData:
         close_loaders(self.train, self.val, self.bank)
 
 
-def _held_out(cfg: DictConfig, gpu: bool) -> tuple[Optional[Iterable], Optional[Iterable]]:
+def _held_out(spec: LoaderSpec) -> tuple[Optional[Iterable], Optional[Iterable]]:
     """Validation loader and clean KNN bank read by DataLoader workers."""
-    if not cfg.data.val_path or cfg.data.no_labels:
+    if not spec.held_out:
         return None, None
-    val = build_eval_loader(cfg, str(cfg.data.val_path), train=False, gpu=gpu)
-    bank = None
-    if cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean":
-        bank = build_eval_loader(cfg, str(cfg.data.train_path), train=True, gpu=gpu)
+    val = build_eval_loader(spec, str(spec.data.val_path), train=False)
+    bank = build_eval_loader(spec, str(spec.data.train_path), train=True) if spec.clean_bank else None
     return val, bank
 
 
-def _image_folder(cfg: DictConfig, gpu: bool) -> PretrainData:
-    return PretrainData(build_pretrain_loader(cfg, build_pretrain_dataset(cfg), gpu),
-                        *_held_out(cfg, gpu))
+def _image_folder(spec: LoaderSpec) -> PretrainData:
+    return PretrainData(build_pretrain_loader(spec, build_pretrain_dataset(spec)), *_held_out(spec))
 
 
-def _dali(cfg: DictConfig, gpu: bool) -> PretrainData:
-    return PretrainData(build_dali_pretrain_loader(cfg, gpu), *_held_out(cfg, gpu))
+def _dali(spec: LoaderSpec) -> PretrainData:
+    return PretrainData(build_dali_pretrain_loader(spec), *_held_out(spec))
 
 
-def _device(cfg: DictConfig, gpu: bool) -> PretrainData:
-    return PretrainData(*build_device_loaders(cfg, gpu))
+def _device(spec: LoaderSpec) -> PretrainData:
+    return PretrainData(*build_device_loaders(spec))
 
 
 #: ``data.format`` -> builder; the schema's choices for ``data.format`` are these keys
-PIPELINES: dict[str, Callable[[DictConfig, bool], PretrainData]] = {
+PIPELINES: dict[str, Callable[[LoaderSpec], PretrainData]] = {
     "image_folder": _image_folder,
     "dali": _dali,
     "device": _device,
@@ -69,7 +68,8 @@ PIPELINES: dict[str, Callable[[DictConfig, bool], PretrainData]] = {
 
 def build_pretrain_data(cfg: DictConfig, gpu: bool) -> PretrainData:
     """The loaders of a parsed pretraining config (a custom dataset's class count is read from
-    its folders first, so the model's heads can be sized)."""
+    its folders first, so the model's heads can be sized). The config is read here, once, into
+    the ``LoaderSpec`` every builder takes."""
     if cfg.data.dataset == "custom" and cfg.data.num_classes is None:
         cfg.data.num_classes = count_classes(cfg.data)
-    return PIPELINES[cfg.data.format](cfg, gpu)
+    return PIPELINES[cfg.data.format](LoaderSpec.from_config(cfg, gpu))

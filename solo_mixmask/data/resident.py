@@ -42,9 +42,9 @@ from ..config.schema import DeviceDataConfig
 from ..errors import DataError
 from .batched import BatchedMultiCrop
 from .datasets import ImageList
-from .recipe import Recipe
 from .sampling import EpochSampler, mix_seed
 from .sources import image_source, training_rows
+from .spec import LoaderSpec
 
 #: ``data.device.max_bytes`` as the schema defaults it: N*H*W*3 uint8 values (= bytes on the device)
 DEFAULT_MAX_PIXELS = DeviceDataConfig.max_bytes
@@ -616,35 +616,30 @@ class ResidentEvalLoader:
 
 
 # ----------------------------------------------------------------------------- from a config
-def _arrays(cfg: Any, path: str, train: bool, no_labels: bool = False) -> ResidentArrays:
-    dev = cfg.data.device
-    source = image_source(cfg.data, path, train, no_labels)
-    return load_or_decode(source, dev.cache_dir, dev.size, workers=dev.decode_workers,
-                          max_pixels=int(dev.max_bytes),
-                          progress=bool(cfg.enable_progress_bar))
+def _arrays(spec: LoaderSpec, path: str, train: bool, no_labels: bool = False) -> ResidentArrays:
+    dev = spec.data.device
+    return load_or_decode(image_source(spec.data, path, train, no_labels), dev.cache_dir, dev.size,
+                          workers=dev.decode_workers, max_pixels=int(dev.max_bytes),
+                          progress=spec.progress)
 
 
-def build_device_loaders(cfg: Any, gpu: bool) -> tuple[ResidentLoader, Optional[ResidentEvalLoader],
-                                                       Optional[ResidentEvalLoader]]:
+def build_device_loaders(spec: LoaderSpec) -> tuple[ResidentLoader, Optional[ResidentEvalLoader],
+                                                    Optional[ResidentEvalLoader]]:
     """``data.format: device``: the training loader, the validation loader (None without labelled
     validation data) and the clean KNN bank (None unless ``knn_eval.bank: clean``), all reading
     images held on the training device; the bank shares the training images' tensor."""
-    recipe = Recipe.from_config(cfg)
-    mean, std = recipe.mean, recipe.std
-    device = None if gpu else torch.device("cpu")
-    train = _arrays(cfg, str(cfg.data.train_path), True, bool(cfg.data.no_labels))
+    recipe, batch = spec.recipe, spec.batch_size
+    device = None if spec.gpu else torch.device("cpu")
+    train = _arrays(spec, str(spec.data.train_path), True, bool(spec.data.no_labels))
     images = DeviceImages(train.images, train.targets, device)
-    batch = int(cfg.optimizer.batch_size)
-    rows = training_rows(train.targets, cfg.data, int(cfg.seed), batch)
+    rows = training_rows(train.targets, spec.data, spec.seed, batch)
     loader = ResidentLoader(images, batch, BatchedMultiCrop(
-        recipe, "inductor" if cfg.performance.compile_augmentations else None),
-        seed=int(cfg.seed), rows=rows)
-    crop = int(cfg.augmentations[0].crop_size)
+        recipe, "inductor" if spec.compile_augmentations else None), seed=spec.seed, rows=rows)
     val = bank = None
-    if cfg.data.val_path and not cfg.data.no_labels:
-        held = _arrays(cfg, str(cfg.data.val_path), False)
-        val = ResidentEvalLoader(DeviceImages(held.images, held.targets, device), batch, mean, std,
-                                 crop)
-        if bool(cfg.knn_eval.enabled) and cfg.knn_eval.bank == "clean":
-            bank = ResidentEvalLoader(images, batch, mean, std, crop)
+    if spec.held_out:
+        held = _arrays(spec, str(spec.data.val_path), False)
+        val = ResidentEvalLoader(DeviceImages(held.images, held.targets, device), batch,
+                                 recipe.mean, recipe.std, spec.eval_crop)
+        if spec.clean_bank:
+            bank = ResidentEvalLoader(images, batch, recipe.mean, recipe.std, spec.eval_crop)
     return loader, val, bank
