@@ -127,3 +127,12 @@ def test_paper_linear_launcher(folder, tmp_path):
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert out == ["linear", "--config-path", str(path.parent), "--config-name", "byol.yaml",
                    "pretrained_feature_extractor=ck-ep=1.ckpt"]
+
+
+@pytest.mark.parametrize("kind", ["linear", "semi"])
+def test_an_unnamed_run_is_named_after_its_kind_and_dataset(kind, checkpoint):
+    folder = REPO / "scripts" / kind / "cifar"
+    name = sorted(folder.glob("*.yaml"))[0].name
+    cfg = load_config(str(folder), name, [f"pretrained_feature_extractor={checkpoint}", "~name"])
+    cfg = (parse_semi_cfg if kind == "semi" else parse_linear_cfg)(cfg)
+    assert cfg.name == f"{kind}-{cfg.data.dataset}"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import ClassVar, List, Optional
 
 from omegaconf import MISSING
 
@@ -73,6 +73,8 @@ class FeaturesConfig:
 
 @dataclass
 class LinearConfig(LightningKeys):
+    #: an unnamed run's name is ``<RUN_KIND>-<dataset>``
+    RUN_KIND: ClassVar[str] = "linear"
     pretrained_feature_extractor: Optional[str] = None
     name: Optional[str] = None
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name=None))
@@ -106,4 +108,5 @@ class SemiLabelsConfig:
 
 @dataclass
 class SemiConfig(LinearConfig):
+    RUN_KIND: ClassVar[str] = "semi"
     semi: SemiLabelsConfig = sub(SemiLabelsConfig)

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ..config.datasets import DATASETS
-from ..config.eval_schema import LinearConfig, SemiConfig
+from ..config.eval_schema import LinearConfig
 from ..config.pretrain import (
     check_dataset,
     check_decay_steps,
@@ -93,9 +93,8 @@ def parse_linear_cfg(cfg: DictConfig, schema: type = LinearConfig) -> DictConfig
     if cfg.finetune and cfg.features.precompute:
         raise ConfigError("features.precompute needs a frozen backbone (finetune: false)")
     resolve_hardware(cfg)
-    if cfg.name is None:  # semi-supervised runs are named after their schema
-        kind = "semi" if issubclass(schema, SemiConfig) else "linear"
-        cfg.name = f"{kind}-{cfg.data.dataset}"
+    if cfg.name is None:
+        cfg.name = f"{schema.RUN_KIND}-{cfg.data.dataset}"
     check_decay_steps(cfg)
     if cfg.features.probe == "wmse" and (not cfg.features.precompute
                                          or cfg.optimizer.name != "adam"):
