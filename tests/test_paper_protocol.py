@@ -154,6 +154,47 @@ def test_targets_both_for_the_other_methods(method, cifar_train, tmp_path):
     assert float(branch) == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_simclr_mixture_among_the_whole_batch(cifar_train, tmp_path):
+    """``mix_candidates: batch``: each mixed embedding is scored among both clean crops' 2N
+    embeddings (the target crop's first, positive at the same index), not the target crop's N."""
+    model, (x1, x2) = build("simclr", cifar_train, tmp_path, "unmix", proj_bn=True,
+                            embedding_bn=True, mix_candidates="batch")
+    seen = observe_mixtures(model)
+    out = model.ssl_forward([x1, x2])
+    branch, _ = model.branch_losses([x1, x2], out)
+    (mixed,) = seen
+    lam = read_lambda(mixed, x1, "unmix")
+    with torch.no_grad():
+        z = model.projector(torch.cat([model.backbone(x1), model.backbone(x2)])).chunk(2)
+        e = model.projector(model.backbone(mixed))
+
+        def loss(e, c, keys):
+            logits = F.normalize(e, dim=1) @ F.normalize(keys, dim=1).T / model.temperature
+            return F.cross_entropy(logits, torch.arange(len(e)))
+
+        def total(candidates):
+            return sum(lam * loss(e, c, candidates(c)) + (1 - lam) * loss(e.flip(0), c,
+                                                                            candidates(c))
+                       for c in (1, 0))
+
+        whole_batch = total(lambda c: torch.cat([z[c], z[1 - c]]))
+        one_crop = total(lambda c: z[c])
+    assert float(branch) == pytest.approx(float(whole_batch), rel=1e-5)
+    assert abs(float(whole_batch) - float(one_crop)) > 1e-2 * float(one_crop)
+
+
+@pytest.mark.parametrize("method, value, message", [
+    ("simclr", "batch", "unknown key 'method_kwargs.mix_candidates'"),
+    ("mixmask_simclr", "all", "mix_candidates='all': choose one of"),
+])
+def test_mix_candidates_belongs_to_simclrs_mixmask_variant(method, value, message, cifar_train,
+                                                           tmp_path):
+    cfg = tiny_cfg(method, cifar_train, tmp_path)
+    cfg.method_kwargs.mix_candidates = value
+    with pytest.raises(ConfigError, match=message):
+        parse_pretrain_cfg(cfg)
+
+
 def test_targets_both_needs_a_symmetric_base_loss(cifar_train, tmp_path):
     cfg = tiny_cfg("mixmask_mocov2plus", cifar_train, tmp_path)
     cfg.method_kwargs.update({"symmetric": False, **BRANCHES["mixmask"]})

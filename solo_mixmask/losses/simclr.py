@@ -40,3 +40,14 @@ def simclr_loss_func(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.
     exclude = torch.zeros(2 * n, 2 * total, dtype=torch.bool, device=z1.device)
     exclude[torch.arange(2 * n, device=z1.device), self_cols] = True
     return info_nce(queries, keys, positives, temperature, exclude, reduction)
+
+
+def mixture_nce(emb: torch.Tensor, keys: torch.Tensor, offset: int,
+                temperature: float) -> torch.Tensor:
+    """Per-sample InfoNCE of a mixed crop's embeddings (this rank's ``n`` rows) against ``keys``,
+    the candidates gathered from every rank: row i's positive is key ``offset + i`` (the target
+    crop's embedding of the same sample; ``offset`` is this rank's first row). Every other key is
+    a negative, so the candidates are one clean crop's embeddings (the MoCo form) or both crops'
+    (NT-Xent's set, the target crop's first)."""
+    positives = torch.arange(len(emb), device=emb.device) + offset
+    return info_nce(emb, keys, positives, temperature, reduction="none")

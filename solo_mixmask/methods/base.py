@@ -54,6 +54,8 @@ class BaseMethod(pl.LightningModule):
 
     #: the schema of ``method_kwargs`` (a dataclass; fields without a default are required)
     kwargs_schema: ClassVar[type] = NoKwargs
+    #: keys only the MixMask variant of the method takes (``methods/mixmask.py``)
+    mix_kwargs_schema: ClassVar[Optional[type]] = None
     #: whether the base loss treats both crops as queries (a MixMask branch may then mix both).
     symmetric: bool = True
 

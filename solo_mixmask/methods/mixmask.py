@@ -70,9 +70,11 @@ class MixMaskMixin:
 
 def mixmask_variant(base: type[BaseMethod]) -> type[BaseMethod]:
     """``MixMask<Base>``: the base method with the MixMask branches; its ``method_kwargs`` schema
-    is the base method's plus the ``mixmask`` and ``unmix`` sections."""
+    is the base method's, its ``mix_kwargs_schema`` (keys of its mixed-crop loss) and the
+    ``mixmask`` and ``unmix`` sections."""
+    extra = (base.mix_kwargs_schema,) if base.mix_kwargs_schema is not None else ()
     schema = make_dataclass(f"MixMask{base.kwargs_schema.__name__}", [],
-                            bases=(base.kwargs_schema, BranchKwargs))
+                            bases=(base.kwargs_schema, *extra, BranchKwargs))
     return type(f"MixMask{base.__name__}", (MixMaskMixin, base),
                 {"__doc__": f"{base.__name__} with the MixMask / Un-Mix / erase branches.",
                  "__module__": __name__, "kwargs_schema": schema})

@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..config.validation import opt
-from ..losses.simclr import info_nce, simclr_loss_func
+from ..losses.simclr import mixture_nce, simclr_loss_func
 from ..utils import distributed as dist
 from .base import BaseMethod
 from .heads import mlp
@@ -26,8 +26,19 @@ class SimCLRKwargs:
     embedding_bn: bool = False
 
 
+@dataclass
+class SimCLRMixKwargs:
+    """The MixMask variant's extra key: the candidates a mixed crop's embedding is scored among.
+    ``crop``: the target crop's embeddings of the batch (the MoCo form, where the keys are one
+    crop's); ``batch``: both clean crops' embeddings, as NT-Xent's 2N candidates (the positive in
+    the target crop; the other crop's embeddings of the same sources are negatives there)."""
+
+    mix_candidates: str = opt("crop", choices=("crop", "batch"))
+
+
 class SimCLR(BaseMethod):
     kwargs_schema = SimCLRKwargs
+    mix_kwargs_schema = SimCLRMixKwargs
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
@@ -55,11 +66,13 @@ class SimCLR(BaseMethod):
 
     def mix_loss(self, emb: torch.Tensor, out: dict[str, Any], crop: int) -> torch.Tensor:
         """InfoNCE of each mixed embedding against the other crop's embeddings of the gathered
-        batch; the positive is the sample with the same index."""
-        keys = out.setdefault("z_gathered", {})
+        batch (``mix_candidates: batch``: and the mixed crop's), positive at the same index."""
+        gathered = out.setdefault("z_gathered", {})
+        for c in (0, 1):
+            if c not in gathered:
+                gathered[c] = dist.gather(out["z"][c])
         other = 1 - crop
-        if other not in keys:
-            keys[other] = dist.gather(out["z"][other])
-        n = len(emb)
-        positives = torch.arange(n, device=emb.device) + dist.rank() * n
-        return info_nce(emb, keys[other], positives, self.temperature, reduction="none")
+        keys = gathered[other]
+        if self.kw.mix_candidates == "batch":
+            keys = torch.cat([keys, gathered[crop]])
+        return mixture_nce(emb, keys, dist.rank() * len(emb), self.temperature)

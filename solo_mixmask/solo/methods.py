@@ -35,7 +35,7 @@ from ..config.branches import BranchConfig
 from ..config.schema import LightningKeys
 from ..config.validation import field_default
 from ..errors import ConfigError
-from ..losses import byol_loss_func, info_nce, mocov2plus_loss_func, simsiam_loss_func
+from ..losses import byol_loss_func, mixture_nce, mocov2plus_loss_func, simsiam_loss_func
 from ..methods.mocov2plus import MoCoKwargs
 from ..mixmask import Branches, parse_branch_cfg
 
@@ -205,10 +205,8 @@ class MixMaskSimCLR(_ReadsSoloStep, SimCLR):
         return self.projector(self.backbone(self._images(x)))
 
     def mix_loss(self, emb, outs, momentum, crop):
-        keys = gather(outs[1 - crop]["z"])
-        n = len(emb)
-        positives = torch.arange(n, device=emb.device) + get_rank() * n
-        return info_nce(emb, keys, positives, self.temperature, reduction="none")
+        return mixture_nce(emb, gather(outs[1 - crop]["z"]), get_rank() * len(emb),
+                           self.temperature)
 
 
 class MixMaskMoCoV2Plus(SoloMixMaskMixin, MoCoV2Plus):
