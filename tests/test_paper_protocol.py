@@ -183,14 +183,33 @@ def test_simclr_mixture_among_the_whole_batch(cifar_train, tmp_path):
     assert abs(float(whole_batch) - float(one_crop)) > 1e-2 * float(one_crop)
 
 
+@pytest.mark.parametrize("stop", [False, True])
+def test_simclr_mixture_stop_gradient(stop, cifar_train, tmp_path):
+    """``mix_stop_gradient``: the same branch loss, but the clean crops' embeddings get no
+    gradient from it (they get one by default, as both sides of NT-Xent do)."""
+    model, (x1, x2) = build("simclr", cifar_train, tmp_path, "unmix", mix_stop_gradient=stop)
+    out = model.ssl_forward([x1, x2])
+    for z in out["z"]:
+        z.retain_grad()
+    branch, _ = model.branch_losses([x1, x2], out)
+    branch.backward()
+    clean = sum(float(z.grad.abs().sum()) for z in out["z"] if z.grad is not None)
+    assert (clean == 0) == stop
+    encoder = sum(float(p.grad.abs().sum()) for p in model.backbone.parameters()
+                  if p.grad is not None)
+    assert encoder > 0  # the mixed crop's own path trains either way
+
+
 @pytest.mark.parametrize("method, value, message", [
     ("simclr", "batch", "unknown key 'method_kwargs.mix_candidates'"),
     ("mixmask_simclr", "all", "mix_candidates='all': choose one of"),
+    ("simclr", True, "unknown key 'method_kwargs.mix_stop_gradient'"),
 ])
-def test_mix_candidates_belongs_to_simclrs_mixmask_variant(method, value, message, cifar_train,
+def test_mixture_keys_belong_to_simclrs_mixmask_variant(method, value, message, cifar_train,
                                                            tmp_path):
     cfg = tiny_cfg(method, cifar_train, tmp_path)
-    cfg.method_kwargs.mix_candidates = value
+    key = "mix_stop_gradient" if isinstance(value, bool) else "mix_candidates"
+    cfg.method_kwargs[key] = value
     with pytest.raises(ConfigError, match=message):
         parse_pretrain_cfg(cfg)
 

@@ -28,12 +28,18 @@ class SimCLRKwargs:
 
 @dataclass
 class SimCLRMixKwargs:
-    """The MixMask variant's extra key: the candidates a mixed crop's embedding is scored among.
-    ``crop``: the target crop's embeddings of the batch (the MoCo form, where the keys are one
-    crop's); ``batch``: both clean crops' embeddings, as NT-Xent's 2N candidates (the positive in
-    the target crop; the other crop's embeddings of the same sources are negatives there)."""
+    """The MixMask variant's extra keys, how the mixture term attaches to SimCLR.
+
+    ``mix_candidates``: what a mixed embedding is scored among. ``crop``: the target crop's
+    embeddings of the batch (the MoCo form, where the keys are one crop's); ``batch``: both clean
+    crops' embeddings, as NT-Xent's 2N candidates (the positive in the target crop; the other
+    crop's embeddings of the same sources are negatives there).
+    ``mix_stop_gradient``: the clean embeddings the mixture is scored against get no gradient from
+    that term, as MoCo's keys and BYOL's and SimSiam's targets get none; false (the default) lets
+    the term pull them too, as NT-Xent trains both of its sides."""
 
     mix_candidates: str = opt("crop", choices=("crop", "batch"))
+    mix_stop_gradient: bool = False
 
 
 class SimCLR(BaseMethod):
@@ -66,7 +72,8 @@ class SimCLR(BaseMethod):
 
     def mix_loss(self, emb: torch.Tensor, out: dict[str, Any], crop: int) -> torch.Tensor:
         """InfoNCE of each mixed embedding against the other crop's embeddings of the gathered
-        batch (``mix_candidates: batch``: and the mixed crop's), positive at the same index."""
+        batch (``mix_candidates: batch``: and the mixed crop's), positive at the same index;
+        ``mix_stop_gradient``: against their detached values."""
         gathered = out.setdefault("z_gathered", {})
         for c in (0, 1):
             if c not in gathered:
@@ -75,4 +82,6 @@ class SimCLR(BaseMethod):
         keys = gathered[other]
         if self.kw.mix_candidates == "batch":
             keys = torch.cat([keys, gathered[crop]])
+        if self.kw.mix_stop_gradient:
+            keys = keys.detach()
         return mixture_nce(emb, keys, dist.rank() * len(emb), self.temperature)
