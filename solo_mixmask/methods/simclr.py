@@ -75,13 +75,15 @@ class SimCLR(BaseMethod):
         batch (``mix_candidates: batch``: and the mixed crop's), positive at the same index;
         ``mix_stop_gradient``: against their detached values."""
         gathered = out.setdefault("z_gathered", {})
-        for c in (0, 1):
+
+        def batch_of(c: int) -> torch.Tensor:  # each crop gathered once a step, when first needed
             if c not in gathered:
                 gathered[c] = dist.gather(out["z"][c])
-        other = 1 - crop
-        keys = gathered[other]
+            return gathered[c]
+
+        keys = batch_of(1 - crop)
         if self.kw.mix_candidates == "batch":
-            keys = torch.cat([keys, gathered[crop]])
+            keys = torch.cat([keys, batch_of(crop)])
         if self.kw.mix_stop_gradient:
             keys = keys.detach()
         return mixture_nce(emb, keys, dist.rank() * len(emb), self.temperature)
