@@ -76,6 +76,8 @@ def copy_tree(src: Path, dst: Path, per_class: int = 8) -> Path:
     ("augmentations.0.crop_size=4096", "augmentations[0].crop_size=4096: must be at most 1024"),
     ("~method_kwargs.temperature", "missing required key 'method_kwargs.temperature'"),
     ("data.train_path=/nonexistent/images", "data path does not exist: /nonexistent/images"),
+    ("seed=-1", "seed=-1: must be at least 0"),
+    ("seed=4294967296", "seed=4294967296: must be at most 4294967295"),
     # typos: plain and Hydra's +key spelling
     ("+optimizer.lrr=0.1", "unknown key 'optimizer.lrr' (did you mean 'optimizer.lr'?)"),
     ("optimizer.lrr=0.1", "unknown key 'optimizer.lrr' (did you mean 'optimizer.lr'?)"),

@@ -10,6 +10,7 @@ import torch
 
 from conftest import REPO
 from solo_mixmask.config import load_config
+from solo_mixmask.errors import ConfigError
 from solo_mixmask.eval.linear import parse_linear_cfg
 from solo_mixmask.eval.semi import parse_semi_cfg
 
@@ -136,3 +137,16 @@ def test_an_unnamed_run_is_named_after_its_kind_and_dataset(kind, checkpoint):
     cfg = load_config(str(folder), name, [f"pretrained_feature_extractor={checkpoint}", "~name"])
     cfg = (parse_semi_cfg if kind == "semi" else parse_linear_cfg)(cfg)
     assert cfg.name == f"{kind}-{cfg.data.dataset}"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("seed=-1", "seed=-1: must be at least 0"),
+    ("semi.seed=-3", "semi.seed=-3: must be at least 0"),
+    ("semi.seed=4294967296", "semi.seed=4294967296: must be at most 4294967295"),
+])
+def test_a_seed_numpy_cannot_take_is_a_config_error(override, message, checkpoint):
+    path = REPO / "scripts/semi/cifar/1pct.yaml"
+    cfg = load_config(str(path.parent), path.name,
+                      [f"pretrained_feature_extractor={checkpoint}", override])
+    with pytest.raises(ConfigError, match=message):
+        parse_semi_cfg(cfg)

@@ -51,6 +51,7 @@ def test_overrides_reach_the_branch(tmp_path):
     (["--config", "README.md"], "not a readable YAML plan"),
     (["--resum"], "unrecognized arguments: --resum"),  # no prefix matching to --resume
     (["max_epochz=3"], "unknown key 'max_epochz'"),
+    (["--seed", "-1"], "seed=-1: must be at least 0"),  # numpy's seeding would raise mid-run
 ])
 def test_bad_input_is_refused_before_anything_is_unpacked(argv, message, tmp_path):
     work = tmp_path / "work"

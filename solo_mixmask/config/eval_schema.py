@@ -17,7 +17,7 @@ from .schema import (
     OptimizerBase,
     WandbConfig,
 )
-from .validation import check_dir_path, opt, sub
+from .validation import SEED_MAX, check_dir_path, opt, sub
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -102,7 +102,7 @@ class LinearConfig(LightningKeys):
 class SemiLabelsConfig:
     fraction: float = opt(0.01, gt=0, le=1)
     subset_file: Optional[str] = None
-    seed: int = 0
+    seed: int = opt(0, ge=0, le=SEED_MAX)
     balance: str = opt("equal", choices=("equal", "proportional"))
 
 

@@ -14,6 +14,7 @@ from omegaconf import MISSING
 
 from ..errors import ConfigError
 from .validation import (
+    SEED_MAX,
     check_auto_or_bool,
     check_devices,
     check_dir_path,
@@ -120,7 +121,7 @@ class LightningKeys:
     precision: Any = opt("auto", check=check_precision)
     sync_batchnorm: bool = False
     accumulate_grad_batches: int = opt(1, ge=1)
-    seed: int = 5
+    seed: int = opt(5, ge=0, le=SEED_MAX)
     enable_progress_bar: bool = True
     # passed to Lightning's Trainer as they are (None: Lightning's default)
     limit_train_batches: Any = opt(None, check=check_limit)

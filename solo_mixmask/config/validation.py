@@ -229,6 +229,10 @@ def _merge(user: dict, schema: type, path: str) -> DictConfig:
         raise ConfigError(f"{key}{shown}: {expected}") from None
 
 
+#: the seeds every generator seeded from a config accepts (numpy's range)
+SEED_MAX = 2 ** 32 - 1
+
+
 _BOUNDS = (("ge", "at least", lambda v, b: v >= b), ("gt", "greater than", lambda v, b: v > b),
            ("le", "at most", lambda v, b: v <= b), ("lt", "less than", lambda v, b: v < b))
 
