@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -313,17 +314,33 @@ def check_plan(args) -> object:
     for variant in args.variant:
         if variant not in plan.variants:
             raise BadInput(f"unknown variant {variant!r}: {list(plan.variants)}")
+    check_paths(args)
     work = Path(args.work) / "data"
     for method in args.method:
         check_protocol(plan, method, work)
         for variant in args.variant:
-            cfg = pretrain_config(plan, method, variant, args.seed[0], work / "train",
-                                  work / "test", Path(args.work), args.overrides)
-            try:
-                parse_pretrain_cfg(cfg)
-            except SoloMixMaskError as exc:
-                raise BadInput(one_line(exc)) from None
+            for seed in args.seed:
+                cfg = pretrain_config(plan, method, variant, seed, work / "train",
+                                      work / "test", Path(args.work), args.overrides)
+                try:
+                    parse_pretrain_cfg(cfg)
+                except SoloMixMaskError as exc:
+                    raise BadInput(one_line(exc)) from None
     return plan
+
+
+def check_paths(args) -> None:
+    """The label names one folder of the records; --results and --work are folders (or can be)."""
+    if args.label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.label):
+        raise BadInput(f"--label {args.label!r}: use letters, digits, '.', '_' and '-' (it names "
+                       "the run's folder beside the records)")
+    for option, value in (("--results", args.results), ("--work", args.work)):
+        path = Path(value)
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise BadInput(f"{option} {value}: {existing} is a file, not a folder")
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            raise BadInput(f"{option} {value}: {existing} is not writable")
 
 
 def check_protocol(plan, method: str, work: Path) -> None:

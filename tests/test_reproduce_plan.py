@@ -52,12 +52,27 @@ def test_overrides_reach_the_branch(tmp_path):
     (["--resum"], "unrecognized arguments: --resum"),  # no prefix matching to --resume
     (["max_epochz=3"], "unknown key 'max_epochz'"),
     (["--seed", "-1"], "seed=-1: must be at least 0"),  # numpy's seeding would raise mid-run
+    (["--seed", "0", "-2"], "seed=-2: must be at least 0"),  # every seed, not the first only
+    (["--label", "a/b"], "--label 'a/b': use letters"),
+    (["--label", "../up"], "--label '../up': use letters"),
 ])
 def test_bad_input_is_refused_before_anything_is_unpacked(argv, message, tmp_path):
     work = tmp_path / "work"
     with pytest.raises(reproduce.BadInput, match=message):
         reproduce.main([*argv, "--work", str(work)])
     assert not work.exists()
+
+
+@pytest.mark.parametrize("option", ["--results", "--work"])
+def test_a_results_or_work_path_below_a_file_is_refused_first(option, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    work = tmp_path / "work"
+    argv = ["--work", str(work), "--results", str(tmp_path / "results")]
+    argv[argv.index(option) + 1] = str(afile / "below")
+    with pytest.raises(reproduce.BadInput, match=f"{afile} is a file, not a folder"):
+        reproduce.main(argv)
+    assert not work.exists() and not (tmp_path / "results").exists()
 
 
 def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path):
