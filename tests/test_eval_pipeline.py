@@ -167,6 +167,29 @@ def test_linear_keeps_the_backbone_frozen(pretrained, cifar_train, cifar_test, t
         assert torch.equal(before[key], after[key]), key
 
 
+def test_a_probe_tested_only_at_its_end_ends_with_the_same_figure(pretrained, cifar_train,
+                                                                cifar_test, tmp_path):
+    """SimSiam's own probe tests once, after training, as its code does: the figure equals that of
+    the same probe tested every epoch, and no epoch before the last is tested."""
+    paper = REPO / "scripts/linear/paper/cifar100"
+    figures = {}
+    for every in (1, None):  # None: the shipped config's check_val_every_n_epoch
+        out = tmp_path / f"every-{every}"
+        extra = {"results_dir": out}
+        if every is not None:
+            extra["check_val_every_n_epoch"] = every
+        rc = main(["linear", "--config-path", str(paper), "--config-name", "simsiam.yaml",
+                   *_linear_overrides(pretrained, cifar_train, cifar_test, tmp_path / str(every),
+                                      **extra)])
+        assert rc == 0
+        (record,) = _records(out, "linear")
+        figures[every] = record["metrics"]
+        if every is None:
+            assert record["settings"]["max_epochs"] == 2
+            assert 0 not in _val_epochs(Path(record["eval_run_dir"]))
+    assert figures[1] == figures[None]
+
+
 def test_linear_on_precomputed_features_learns(pretrained, cifar_train, cifar_test, tmp_path):
     """The fast path: 40 epochs on cached features; 10 classes, so chance is 10%."""
     extra = {"features.precompute": True, "max_epochs": 40, "optimizer.lr": 2.0,

@@ -89,4 +89,6 @@ def eval_loader(ds: Dataset, batch_size: int, num_workers: int, shuffle: bool = 
     kw: dict = {"num_workers": num_workers, "pin_memory": pin_memory}
     if num_workers > 0:
         kw["persistent_workers"] = False
+    if not shuffle:  # its own generator: each pass seeds its workers from the global one otherwise,
+        kw["generator"] = torch.Generator().manual_seed(0)  # so testing would shift training
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **kw)
