@@ -199,10 +199,17 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
                         *([f"--label {args.label}"] if args.label else []),
                         *([f"--threads {args.threads}"] if args.threads else []),
                         *args.overrides]).strip()
+    epochs = int(cfg.max_epochs)
+    kept = f"runs/{method}-{label}-{epochs}ep-s{seed}"  # logs kept beside the records, relative to them
+    done = recorded(results, kept) if args.resume else {}
     earlier, resumed = 0.0, None
     if args.resume:
         cfg.auto_resume = {"enabled": True, "max_hours": 0}
         earlier, resumed = stopped_segment(cfg)
+        if done and resumed is None:
+            raise BadInput(f"{results} holds records of {kept} ({', '.join(sorted(done))}) but "
+                           f"--work {args.work} has no checkpoint of that run to evaluate again: "
+                           "point --work at the run's work folder, or remove those records")
     start = time.time()
     result = pretrain(cfg)
     wall = time.time() - start + earlier
@@ -211,41 +218,72 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
              "threads": torch.get_num_threads(), "seed": seed}
     if resumed is not None:
         extra["resumed_from"] = resumed
-    epochs = int(cfg.max_epochs)
-    kept = f"runs/{method}-{label}-{epochs}ep-s{seed}"  # logs kept beside the records, relative to them
-    record = record_from_run(result.run_dir)
-    record["settings"].update(extra)
-    record.update(command=command, variant=label, run_dir=kept)
-    knn_path = write_record(record, results)
-    linear = run_linear(linear_config(plan, result.checkpoint, train, test, results, work),
-                        command=command + "  (linear probe on frozen features)")
-    if linear.record_path is not None:
-        _label(Path(linear.record_path), label, kept, extra)
+    record = done.get("monitor")
+    if record is None:
+        record = record_from_run(result.run_dir)
+        record["settings"].update(extra)
+        record.update(command=command, variant=label, run_dir=kept)
+        write_record(record, results)
+    linear = done.get("linear")
+    if linear is None:
+        run = run_linear(linear_config(plan, result.checkpoint, train, test, results, work),
+                         command=command + PARTS["linear"])
+        linear = _label(Path(run.record_path), label, kept, extra)
     summary = {"method": method, "variant": label, "seed": seed, "epochs": epochs,
-               "knn_top1": record["metrics"]["acc1"], "linear_top1": linear.metrics["acc1"]}
-    protocol = command + "  (the protocol's own {})"
+               "knn_top1": record["metrics"]["acc1"], "linear_top1": linear["metrics"]["acc1"]}
     knn_argv = protocol_knn_argv(plan, method, result.checkpoint, train, test, results)
     if knn_argv is not None:
-        before = set(results.glob("knn-*.json"))
-        if cli_main(knn_argv) != 0:
-            raise RuntimeError(f"the protocol KNN failed: solo-mixmask {' '.join(knn_argv)}")
-        (path,) = set(results.glob("knn-*.json")) - before
-        _label(path, label, kept, extra, protocol.format("KNN"))
-        summary["protocol_knn_top1"] = json.loads(path.read_text())["metrics"]["acc1"]
+        own_knn = done.get("protocol-knn")
+        if own_knn is None:
+            before = set(results.glob("knn-*.json"))
+            if cli_main(knn_argv) != 0:
+                raise RuntimeError(f"the protocol KNN failed: solo-mixmask {' '.join(knn_argv)}")
+            (path,) = set(results.glob("knn-*.json")) - before
+            own_knn = _label(path, label, kept, extra, command + PARTS["protocol-knn"])
+        summary["protocol_knn_top1"] = own_knn["metrics"]["acc1"]
     linear_cfg = protocol_linear_config(plan, method, result.checkpoint, train, test, results,
                                         work)
     if linear_cfg is not None:
-        own = run_linear(linear_cfg, command=protocol.format("linear probe"))
-        if own.record_path is not None:
-            _label(Path(own.record_path), label, kept, extra, protocol.format("linear probe"))
-        summary["protocol_linear_top1"] = own.metrics["acc1"]
+        own = done.get("protocol-linear")
+        if own is None:
+            run = run_linear(linear_cfg, command=command + PARTS["protocol-linear"])
+            own = _label(Path(run.record_path), label, kept, extra,
+                         command + PARTS["protocol-linear"])
+        summary["protocol_linear_top1"] = own["metrics"]["acc1"]
     keep_logs(result.run_dir, results / kept)
-    summary.update(wall_time_min=round(wall / 60, 1), knn_record=str(knn_path))
+    summary.update(wall_time_min=round(wall / 60, 1),
+                   redone=sorted({"monitor", "linear", "protocol-knn", "protocol-linear"} - set(done)))
     print(json.dumps(summary), flush=True)
     return summary
 
 
-def _label(path: Path, label: str, kept: str, extra: dict, command: Optional[str] = None) -> None:
+#: how a run's evaluation records are told apart: the suffix of their command (the pretraining
+#: monitor's KNN has none)
+PARTS = {"linear": "  (linear probe on frozen features)",
+         "protocol-knn": "  (the protocol's own KNN)",
+         "protocol-linear": "  (the protocol's own linear probe)"}
+
+
+def part_of(record: dict) -> str:
+    command = str(record.get("command", ""))
+    return next((part for part, suffix in PARTS.items() if command.endswith(suffix)), "monitor")
+
+
+def recorded(results: Path, kept: str) -> dict[str, dict]:
+    """The evaluations of run ``kept`` that ``results`` already holds, by part: a resumed run redoes
+    only the others, so a second --resume never adds a record of the same thing."""
+    found = {}
+    for path in sorted(results.glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and rec.get("run_dir") == kept and "metrics" in rec:
+            found[part_of(rec)] = rec
+    return found
+
+
+def _label(path: Path, label: str, kept: str, extra: dict, command: Optional[str] = None) -> dict:
     """An evaluation record of a run, given the run's row label, logs, provenance and command."""
     rec = json.loads(path.read_text())
     rec.update(variant=label, run_dir=kept)
@@ -253,6 +291,7 @@ def _label(path: Path, label: str, kept: str, extra: dict, command: Optional[str
     if command is not None:
         rec["command"] = command
     path.write_text(json.dumps(rec, indent=2) + "\n")
+    return rec
 
 
 class Parser(argparse.ArgumentParser):

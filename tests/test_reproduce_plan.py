@@ -234,3 +234,20 @@ def test_a_run_records_the_common_and_the_protocol_evaluations(tmp_path):
         assert r["variant"] == "mixmask" and r["settings"]["seed"] == 0
         assert r["run_dir"] == "runs/byol-mixmask-1ep-s0"
     assert sum("the protocol's own" in r["command"] for r in records) == 2
+
+    # --resume of the finished run redoes only the evaluation whose record is missing
+    files = sorted(results.glob("*.json"))
+    (probe,) = [p for p in files if "the protocol's own linear" in p.read_text()]
+    kept = {p: p.read_text() for p in files if p != probe}
+    probe.unlink()
+    argv = ["--config", str(path), "--method", "byol", "--variant", "mixmask", "--results",
+            str(results), "--threads", "1", "--resume"]
+    reproduce.main([*argv, "--work", str(work)])
+    after = sorted(results.glob("*.json"))
+    assert len(after) == 4 and all(kept[p] == p.read_text() for p in kept)
+    (new,) = set(after) - set(kept)
+    assert json.loads(new.read_text())["settings"]["protocol"] == "wmse-probe"
+    # records without the run's checkpoint to evaluate again: refused, nothing added
+    with pytest.raises(reproduce.BadInput, match="has no checkpoint of that run"):
+        reproduce.main([*argv, "--work", str(tmp_path / "elsewhere")])
+    assert sorted(results.glob("*.json")) == after
