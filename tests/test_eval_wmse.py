@@ -91,7 +91,7 @@ SPACES = [("pix", "euclidean"), ("res", "euclidean"), ("pix", "cosine")]
 
 @pytest.mark.data
 @pytest.mark.parametrize("feats,distance", SPACES)
-@pytest.mark.parametrize("k", [5, 20])
+@pytest.mark.parametrize("k", [5, pytest.param(20, marks=pytest.mark.long)])
 def test_majority_knn_equals_brute_force(cifar, feats, distance, k):
     tr, te, y_tr, y_te = cifar[f"{feats}_tr"], cifar[f"{feats}_te"], cifar["y_tr"], cifar["y_te"]
     idx, clear = _neighbours(_distances(cifar, feats, distance), k)
