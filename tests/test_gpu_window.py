@@ -194,6 +194,7 @@ def test_window_calibrates_measures_and_runs_cells_through_the_probe(device, win
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a window run on the CPU (half a minute); CI's long run
 def test_window_killed_part_way_keeps_what_was_done(device, tmp_path):
     """The plan's E is fixed and this device kind has its speed record, so the window goes
     straight to the cells, their cost estimated from the records' calibration. SIGKILL while the
@@ -259,6 +260,7 @@ def test_window_killed_part_way_keeps_what_was_done(device, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a window run on the CPU (half a minute); CI's long run
 def test_ingest_puts_a_window_into_the_docs_and_renders_the_report(device, window, tmp_path):
     plan = tmp_path / "gpu_plan.yaml"
     shutil.copy(REPO / "benchmarks" / "gpu_plan.yaml", plan)
