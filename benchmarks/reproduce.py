@@ -252,7 +252,7 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
         summary["protocol_linear_top1"] = own["metrics"]["acc1"]
     keep_logs(result.run_dir, results / kept)
     summary.update(wall_time_min=round(wall / 60, 1),
-                   redone=sorted({"monitor", "linear", "protocol-knn", "protocol-linear"} - set(done)))
+                   redone=sorted(({"monitor"} | set(PARTS)) - set(done)))
     print(json.dumps(summary), flush=True)
     return summary
 

@@ -11,8 +11,7 @@ import pytest
 
 CASES = golden.cases()
 #: in the default run: every method once through the device path and the four branch variants
-#: (nine cases, about 25 s); every shipped config's family runs in the long run (``-m long``,
-#: about 4 minutes on 2 cores), which CI runs too
+#: (nine cases); every shipped config's folder runs in the long run (``-m long``), which CI runs too
 QUICK = ("device-format", "branch-variants")
 FAMILIES = [f if f in QUICK else pytest.param(f, marks=pytest.mark.long)
             for f in sorted({c["family"] for c in CASES.values()})]

@@ -128,7 +128,7 @@ def window(device) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.long  # about a minute on 2 cores; the cells' own tests below stay in the default run
+@pytest.mark.long  # a window run on the CPU (about a minute); CI's long run
 def test_window_calibrates_measures_and_runs_cells_through_the_probe(device, window):
     out = window["out"]
     assert {p.name for p in out.iterdir()} == FILES and out_problems(out) == []
