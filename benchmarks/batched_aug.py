@@ -224,7 +224,8 @@ def step_syncs(images: torch.Tensor, device: torch.device) -> tuple[int, list[st
     cfg = parse_pretrain_cfg(cfg)
     model = build_model(cfg).to(device)
     x = images[:128].to(device)
-    crops = BatchedMultiCrop(Recipe.from_config(cfg))(x, torch.Generator(device=device).manual_seed(0))
+    recipe = Recipe.from_sections(cfg.augmentations, cfg.data)
+    crops = BatchedMultiCrop(recipe)(x, torch.Generator(device=device).manual_seed(0))
     batch = [torch.arange(len(x), device=device), crops, torch.zeros(len(x), dtype=torch.long,
                                                                       device=device)]
     return host_syncs.count_step_syncs(model, batch)

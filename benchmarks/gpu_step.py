@@ -76,7 +76,7 @@ class GPUDecodeLoader:
 
         self.raw, self.batch, self.device = raw, batch, device
         self.targets = torch.as_tensor(targets)
-        self.recipe = BatchedMultiCrop(Recipe.from_config(cfg))
+        self.recipe = BatchedMultiCrop(Recipe.from_sections(cfg.augmentations, cfg.data))
         self.generator = torch.Generator(device=device).manual_seed(0)
 
     def __len__(self) -> int:

@@ -102,8 +102,10 @@ def copy_tree(src: Path, dst: Path, per_class: int = 8) -> Path:
     # keys passed on to constructors
     ("backbone.kwargs.widht=0.5", "widht"),
     ("+optimizer.kwargs.momentm=0.9",
-     "optimizer.kwargs: sgd takes no argument 'momentm' (did you mean "
-     "'optimizer.kwargs.momentum'?)"),
+     "unknown key 'optimizer.kwargs.momentm' (did you mean 'optimizer.kwargs.momentum'?); "
+     "optimizer sgd takes momentum, dampening, nesterov"),
+    ("+optimizer.kwargs.betas=[0.9,0.99]", "unknown key 'optimizer.kwargs.betas'; optimizer sgd "
+     "takes momentum"),
     # the machine
     ("precision=16-mixed", "precision=16-mixed needs a GPU"),
 ])

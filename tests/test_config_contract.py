@@ -4,8 +4,9 @@ the schema rather than from defaults scattered through the code.
 
 The source walk parses every module outside ``solo_mixmask/config/`` (nothing is imported) and
 reports each read of a config key with a literal default: ``select``/``OmegaConf.select``/
-``omegaconf_select`` with a default, and ``.get("key", default)`` or ``getattr(x, "key", default)``
-on a config-looking name (``cfg``, ``*_cfg``, or a section such as ``kw``, ``sc``, ``knn``). A
+``omegaconf_select`` with a default, and ``.get``/``.pop``/``.setdefault("key", default)`` or
+``getattr(x, "key", default)`` on a config-looking name (``cfg``, ``*_cfg``, or a section such as
+``kw``, ``sc``, ``knn``, ``kwargs``). A
 default of ``None`` says "absent" and is allowed; so are defaults that are not literals (a field's
 default read from the schema with ``field_default``). The planted-violation test runs the same
 walk on a throwaway module, so a walk that reports nothing fails there.
@@ -32,7 +33,7 @@ from solo_mixmask.errors import DataError
 ROOT = Path(__file__).resolve().parents[1] / "solo_mixmask"
 REPO = ROOT.parent
 SELECTS = {"select", "omegaconf_select"}
-SECTIONS = {"kw", "sc", "knn", "perf", "aug", "augs", "data", "dev", "opt", "optimizer"}
+SECTIONS = {"kw", "sc", "knn", "perf", "aug", "augs", "data", "dev", "opt", "optimizer", "kwargs"}
 
 
 def _root_name(node: ast.AST) -> str:
@@ -74,7 +75,8 @@ def literal_defaults(source: str, where: str) -> list[str]:
         if name in SELECTS:
             default = node.args[2] if len(node.args) > 2 else next(
                 (k.value for k in node.keywords if k.arg == "default"), None)
-        elif name == "get" and isinstance(func, ast.Attribute) and _configish(func.value):
+        elif name in ("get", "pop", "setdefault") and isinstance(func, ast.Attribute) \
+                and _configish(func.value):
             default = node.args[1] if len(node.args) > 1 else None
         elif name == "getattr" and len(node.args) > 2 and _configish(node.args[0]):
             default = node.args[2]
@@ -100,13 +102,15 @@ def f(cfg, self, args):
     c = cfg.method_kwargs.get("symmetric", True)
     d = getattr(cfg.data, "fraction", -1.0)
     e = self.cfg.knn_eval.get("vote", "weighted")
+    g = kwargs.pop("momentum", 0.9)
+    h = cfg.optimizer.kwargs.setdefault("eta", 1e-3)
     ok1 = select(cfg, "resume_from_checkpoint")
     ok2 = OmegaConf.select(cfg, "x", default=None)
     ok3 = args.get("epoch", 0)
     ok4 = omegaconf_select(cfg, "seed", field_default(LightningKeys, "seed"))
 '''
     found = literal_defaults(planted, "planted.py")
-    assert [line.split(":")[1] for line in found] == ["3", "4", "5", "6", "7"], found
+    assert [line.split(":")[1] for line in found] == ["3", "4", "5", "6", "7", "8", "9"], found
 
 
 def test_every_data_format_of_the_schema_has_one_builder():
@@ -164,3 +168,51 @@ def test_the_branches_are_parsed_once_and_read_back_as_parsed(kwargs):
     spec = parse_branch_cfg(kwargs, 32, symmetric=True)
     stored = OmegaConf.create(spec.as_method_kwargs())  # as the parsed config holds them
     assert BranchConfig.from_method_kwargs(stored) == spec
+
+
+# ------------------------------------------------------------------------------- optimizers
+def _probe_cfg(tmp_path, *overrides):
+    from solo_mixmask.eval.linear import parse_linear_cfg
+
+    ckpt = tmp_path / "m.ckpt"
+    ckpt.write_bytes(b"")
+    folder = REPO / "scripts/linear/cifar"
+    return parse_linear_cfg(load_config(str(folder), "mocov2plus.yaml",
+                                        [f"pretrained_feature_extractor={ckpt}", *overrides]))
+
+
+def test_optimizer_kwargs_left_out_take_the_schemas_defaults_in_pretraining_and_the_probe(tmp_path):
+    import torch
+
+    from solo_mixmask.config.schema import LARSKwargs, SGDKwargs
+    from solo_mixmask.engine.pretrain import parse_pretrain_cfg
+    from solo_mixmask.utils.optim import configure_optimization
+
+    cfg = parse_pretrain_cfg(load_config(str(REPO / "scripts/pretrain/cifar"), "byol.yaml",
+                                         ["~optimizer.kwargs"]))
+    assert cfg.optimizer.name == "lars"
+    assert dict(cfg.optimizer.kwargs) == {f: field_default(LARSKwargs, f) for f in (
+        "momentum", "dampening", "nesterov", "eta", "clip_lr", "exclude_bias_n_norm")}
+    w = torch.nn.Parameter(torch.ones(2, 2))
+    opt = configure_optimization([{"params": [w]}], cfg.optimizer, cfg.scheduler, lambda: 10,
+                                 int(cfg.max_epochs))["optimizer"]
+    assert (type(opt).__name__, opt.defaults["trust_coeff"], opt.defaults["momentum"]) == (
+        "Lars", field_default(LARSKwargs, "eta"), field_default(LARSKwargs, "momentum"))
+    probe = _probe_cfg(tmp_path)
+    assert probe.optimizer.kwargs.momentum == field_default(SGDKwargs, "momentum") != 0
+
+
+def test_the_probe_honours_its_decay_exemption_and_schedule_interval(tmp_path):
+    """The probe and pretraining build their optimizer through one function, so keys the
+    evaluation schema accepts are not ignored by the probe."""
+    from solo_mixmask.eval.linear import LinearModel
+
+    cfg = _probe_cfg(tmp_path, "optimizer.exclude_bias_n_norm_wd=true",
+                     "optimizer.weight_decay=0.0005", "scheduler.interval=epoch")
+    out = LinearModel(None, 8, 10, cfg).configure_optimizers()
+    groups = {g["name"]: g["weight_decay"] for g in out["optimizer"].param_groups}
+    assert groups == {"classifier": 0.0005, "classifier_no_decay": 0.0}
+    assert out["lr_scheduler"]["interval"] == "epoch"
+    # an epoch schedule steps once per epoch: the decay at epoch 60 of 100
+    sched = out["lr_scheduler"]["scheduler"]
+    assert sched.lr_lambdas[0](59) == 1.0 and sched.lr_lambdas[0](60) == pytest.approx(0.1)

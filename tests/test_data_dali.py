@@ -141,7 +141,7 @@ def test_dali_batches_match_the_torchvision_path(which, cifar_train, imagenette_
     finally:
         torch.set_num_threads(threads)
 
-    m, s = (torch.tensor(v).view(3) for v in dataset_stats(cfg))
+    m, s = (torch.tensor(v).view(3) for v in dataset_stats(cfg.data, cfg.augmentations))
     lo, hi = (0 - m) / s, (1 - m) / s
     for crops in (dali_crops, tv_crops):
         x = torch.cat(crops)

@@ -11,7 +11,7 @@ checks (``method_kwargs``) belong to the method classes, above this layer: the e
 from __future__ import annotations
 
 import copy
-import inspect
+from dataclasses import fields
 from typing import Any, Sequence
 
 import torch
@@ -19,10 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..utils.distributed import configured_world_size
-from ..utils.optim import build_optimizer
 from .datasets import DATASETS, canonical_dataset
 from .loading import select
-from .schema import PretrainConfig
+from .schema import OPTIMIZER_KWARGS, PretrainConfig
 from .solo_keys import report_ignored
 from .validation import closest, validate
 
@@ -123,21 +122,18 @@ def check_dataset(cfg: DictConfig) -> str:
 
 
 def check_optimizer_kwargs(cfg: DictConfig) -> None:
-    """Builds the optimizer once on a dummy parameter, so a misspelt ``optimizer.kwargs`` key is
-    reported now rather than after the run folder exists."""
-    kwargs = OmegaConf.to_container(cfg.optimizer.kwargs, resolve=True) or {}
-    param = torch.nn.Parameter(torch.zeros(1))
+    """``optimizer.kwargs`` validated against the optimizer's schema, its defaults filled, so a
+    misspelt key is reported now rather than after the run folder exists."""
+    name = str(cfg.optimizer.name)
+    schema = OPTIMIZER_KWARGS[name]
     try:
-        build_optimizer(cfg.optimizer.name, [{"params": [param]}], 0.1, 0.0, kwargs)
-    except TypeError as exc:
-        bad = str(exc).split("'")[1] if "'" in str(exc) else ""
-        cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam,
-               "adamw": torch.optim.AdamW}.get(cfg.optimizer.name)
-        known = list(inspect.signature(cls).parameters) if cls else []
-        raise ConfigError(f"optimizer.kwargs: {cfg.optimizer.name} takes no argument {bad!r}"
-                          + closest(bad, known, "optimizer.kwargs")) from None
-    except ValueError as exc:
-        raise ConfigError(f"optimizer.kwargs: {exc}") from None
+        kwargs = validate(cfg.optimizer.kwargs, schema, "optimizer.kwargs")
+    except ConfigError as exc:
+        if not str(exc).startswith("unknown key"):
+            raise
+        known = ", ".join(f.name for f in fields(schema))
+        raise ConfigError(f"{exc}; optimizer {name} takes {known}") from None
+    cfg.optimizer.kwargs = OmegaConf.to_container(kwargs)  # the section's type is a plain mapping
 
 
 def parse_common_cfg(cfg: DictConfig) -> DictConfig:
@@ -161,11 +157,6 @@ def parse_common_cfg(cfg: DictConfig) -> DictConfig:
     cfg.optimizer.name = str(cfg.optimizer.name).lower()
     if int(cfg.optimizer.batch_size) < 2:
         raise ConfigError(f"optimizer.batch_size={cfg.optimizer.batch_size} must be at least 2")
-    if cfg.optimizer.name in ("sgd", "lars") and "momentum" not in cfg.optimizer.kwargs:
-        cfg.optimizer.kwargs.momentum = 0.9
-    if cfg.optimizer.name == "lars":
-        for key, value in (("eta", 1e-3), ("clip_lr", False), ("exclude_bias_n_norm", False)):
-            cfg.optimizer.kwargs.setdefault(key, value)
     check_optimizer_kwargs(cfg)
     check_decay_steps(cfg)
 

@@ -144,8 +144,47 @@ TRAINER_PASSTHROUGH = ("limit_train_batches", "limit_val_batches", "log_every_n_
                        "enable_model_summary", "max_steps", "val_check_interval")
 
 
+# --------------------------------------------------------------------------------- optimizers
+def check_betas(value: Any, key: str) -> None:
+    if len(value) != 2 or not all(0 <= float(b) < 1 for b in value):
+        raise ConfigError(f"{key}={list(value)}: use two numbers in [0, 1)")
+
+
+@dataclass
+class SGDKwargs:
+    """``optimizer.kwargs`` of sgd. Momentum defaults to 0.9, not torch's 0: every recipe here and
+    solo-learn's own set it, so a config that leaves it out still trains like them."""
+
+    momentum: float = opt(0.9, ge=0, lt=1)
+    dampening: float = opt(0.0, ge=0, le=1)
+    nesterov: bool = False
+
+
+@dataclass
+class LARSKwargs(SGDKwargs):
+    """``optimizer.kwargs`` of lars, in solo-learn's names (timm's ``trust_coeff``, ``trust_clip``)."""
+
+    eta: float = opt(1e-3, gt=0)
+    clip_lr: bool = False
+    exclude_bias_n_norm: bool = False  # biases and norms skip weight decay and adaptation
+
+
+@dataclass
+class AdamKwargs:
+    """``optimizer.kwargs`` of adam and adamw."""
+
+    betas: List[float] = opt(factory=lambda: [0.9, 0.999], check=check_betas)
+    eps: float = opt(1e-8, gt=0)
+    amsgrad: bool = False
+
+
+#: each optimizer's ``kwargs`` schema (the names ``optimizer.name`` takes)
+OPTIMIZER_KWARGS: Dict[str, type] = {"sgd": SGDKwargs, "lars": LARSKwargs, "adam": AdamKwargs,
+                                     "adamw": AdamKwargs}
+OPTIMIZERS = tuple(OPTIMIZER_KWARGS)
+
+
 # --------------------------------------------------------------------------------- pretraining
-OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 
 
 def check_optimizer_name(value: Any, key: str) -> None:
@@ -199,7 +238,7 @@ class OptimizerBase:
     name: str = opt(check=check_optimizer_name)
     batch_size: int = opt(ge=1)
     weight_decay: float = opt(0.0, ge=0)
-    kwargs: Dict[str, Any] = opt(factory=dict)
+    kwargs: Dict[str, Any] = opt(factory=dict)  # validated against OPTIMIZER_KWARGS[name]
     exclude_bias_n_norm_wd: bool = False
     # true: lrs are per 256 images and scaled by the total batch (solo-learn); false: as given
     scale_lr: bool = True

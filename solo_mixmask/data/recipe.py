@@ -3,7 +3,7 @@
 Every data path (the DataLoader workers, the device-resident batches, DALI, the benchmarks) takes a
 :class:`Recipe`; none of them reads an augmentation key of the config. The schema
 (``config/schema.py``, ``AugmentationConfig``) is the only place a default lives, so
-:meth:`Recipe.from_config` reads attributes of a validated config, never with a fallback.
+:meth:`Recipe.from_sections` reads attributes of the validated sections, never with a fallback.
 
 Semantics are torchvision.transforms.v2's, in solo-learn's op order: random resized crop (v2's ten
 tries and central fallback, aspect ratio in [3/4, 4/3]), colour jitter (the four adjustments in a
@@ -16,8 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
-
-from omegaconf import DictConfig
 
 from ..config.datasets import DATASETS
 
@@ -103,10 +101,10 @@ class Recipe:
     std: tuple[float, ...]
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> Recipe:
-        """From a validated pretraining config."""
-        mean, std = dataset_stats(cfg)
-        return cls(tuple(CropRecipe.from_config(a) for a in cfg.augmentations), mean, std)
+    def from_sections(cls, augmentations: Sequence[Any], data: Any) -> Recipe:
+        """From a validated pretraining config's ``augmentations`` and ``data`` sections."""
+        mean, std = dataset_stats(data, augmentations)
+        return cls(tuple(CropRecipe.from_config(a) for a in augmentations), mean, std)
 
     @property
     def crops(self) -> tuple[CropRecipe, ...]:
@@ -118,12 +116,13 @@ class Recipe:
         return len(self.crops)
 
 
-def dataset_stats(cfg: DictConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Normalisation mean/std of a validated config: ``data.mean``/``data.std``, else the first
-    augmentation entry's (solo-learn's place for them), else the dataset's."""
-    info = DATASETS[cfg.data.dataset]
-    augs: Sequence[Any] = cfg.get("augmentations") or ()
-    first = augs[0] if augs else None
-    mean = cfg.data.mean or (first.mean if first is not None else None) or info.mean
-    std = cfg.data.std or (first.std if first is not None else None) or info.std
+def dataset_stats(data: Any, augmentations: Sequence[Any]
+                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation mean/std of validated ``data`` and ``augmentations`` sections:
+    ``data.mean``/``data.std``, else the first augmentation entry's (solo-learn's place for them),
+    else the dataset's."""
+    info = DATASETS[data.dataset]
+    first = augmentations[0] if len(augmentations) else None
+    mean = data.mean or (first.mean if first is not None else None) or info.mean
+    std = data.std or (first.std if first is not None else None) or info.std
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)

@@ -46,8 +46,9 @@ class LoaderSpec:
     def from_config(cls, cfg: DictConfig, gpu: bool) -> LoaderSpec:
         """From a validated pretraining config."""
         return cls(
-            data=cfg.data, recipe=Recipe.from_config(cfg), batch_size=int(cfg.optimizer.batch_size),
-            seed=int(cfg.seed), gpu=gpu, workers=worker_kwargs(cfg.data, cfg.performance, gpu),
+            data=cfg.data, recipe=Recipe.from_sections(cfg.augmentations, cfg.data),
+            batch_size=int(cfg.optimizer.batch_size), seed=int(cfg.seed), gpu=gpu,
+            workers=worker_kwargs(cfg.data, cfg.performance, gpu),
             clean_bank=bool(cfg.knn_eval.enabled) and cfg.knn_eval.bank == "clean",
             dali=cfg.dali, num_nodes=int(cfg.num_nodes), progress=bool(cfg.enable_progress_bar),
             compile_augmentations=bool(cfg.performance.compile_augmentations))

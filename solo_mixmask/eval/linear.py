@@ -43,8 +43,7 @@ from ..engine.run_folder import RunFolder
 from ..engine.trainer import trainer_kwargs, uses_gpu
 from ..errors import CheckpointError, ConfigError, DataError
 from ..utils.features import extract_features
-from ..utils.optim import build_optimizer
-from ..utils.schedulers import build_schedule
+from ..utils.optim import configure_optimization
 from .checkpoints import load_backbone, load_checkpoint_file, resolve_backbone_spec, split_backbone
 from .feature_probe import train_feature_probe
 from .features import class_names, eval_loader, image_dataset
@@ -87,8 +86,6 @@ def parse_linear_cfg(cfg: DictConfig, schema: type = LinearConfig) -> DictConfig
     cfg.optimizer.name = str(cfg.optimizer.name).lower()
     if cfg.optimizer.backbone_lr is None:
         cfg.optimizer.backbone_lr = float(cfg.optimizer.lr)
-    if cfg.optimizer.name in ("sgd", "lars") and "momentum" not in cfg.optimizer.kwargs:
-        cfg.optimizer.kwargs.momentum = 0.9
     check_optimizer_kwargs(cfg)
     if cfg.finetune and cfg.features.precompute:
         raise ConfigError("features.precompute needs a frozen backbone (finetune: false)")
@@ -216,24 +213,13 @@ class LinearModel(pl.LightningModule):
         self._sums = None
 
     def configure_optimizers(self) -> Any:
-        cfg = self.cfg
         groups = [{"name": "classifier", "params": list(self.classifier.parameters())}]
         if self.finetune:
             groups.append({"name": "backbone", "params": list(self.backbone.parameters()),
-                           "lr": float(cfg.optimizer.backbone_lr)})
-        kwargs = OmegaConf.to_container(cfg.optimizer.kwargs, resolve=True) or {}
-        opt = build_optimizer(cfg.optimizer.name, groups, float(cfg.optimizer.lr),
-                              float(cfg.optimizer.weight_decay), kwargs)
-        schedule = self._schedule()
-        if schedule is None:
-            return opt
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def _schedule(self) -> Optional[Callable[[int], float]]:
-        return build_schedule(self.cfg.scheduler, float(self.cfg.optimizer.lr),
-                              int(self.trainer.estimated_stepping_batches),
-                              int(self.cfg.max_epochs))
+                           "lr": float(self.cfg.optimizer.backbone_lr)})
+        return configure_optimization(groups, self.cfg.optimizer, self.cfg.scheduler,
+                                      lambda: int(self.trainer.estimated_stepping_batches),
+                                      int(self.cfg.max_epochs))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["cfg"] = OmegaConf.to_container(self.cfg, resolve=True)

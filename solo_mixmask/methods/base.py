@@ -24,8 +24,7 @@ from ..config.validation import validate
 from ..errors import ConfigError
 from ..utils.knn import knn_accuracy
 from ..utils.momentum import copy_params, ema_update, tau_at
-from ..utils.optim import build_optimizer, split_no_decay
-from ..utils.schedulers import build_schedule, constant
+from ..utils.optim import configure_optimization
 
 
 class KNNEncoder(nn.Module):
@@ -114,9 +113,9 @@ class BaseMethod(pl.LightningModule):
     def build_backbone(self, bn_splits: int = 1) -> nn.Module:
         kwargs = dict(OmegaConf.to_container(self.cfg.backbone.kwargs, resolve=True) or {})
         name = str(self.cfg.backbone.name)
-        stem = kwargs.pop("cifar_stem", "auto")
+        stem = kwargs.pop("cifar_stem", None)
         if name in BACKBONES:
-            if stem == "auto":
+            if stem in (None, "auto"):  # absent or auto: the small-image stem up to 64 px crops
                 stem = int(self.cfg.augmentations[0].crop_size) <= 64
             return create_backbone(name, cifar_stem=bool(stem), bn_splits=bn_splits, **kwargs)
         return create_backbone(name, **kwargs)
@@ -258,22 +257,8 @@ class BaseMethod(pl.LightningModule):
         ]
 
     def configure_optimizers(self):
-        cfg = self.cfg
-        groups = self.param_groups()
-        if cfg.optimizer.exclude_bias_n_norm_wd:
-            groups = split_no_decay(groups)
-        kwargs = OmegaConf.to_container(cfg.optimizer.kwargs, resolve=True) or {}
-        opt = build_optimizer(cfg.optimizer.name, groups, float(cfg.optimizer.lr),
-                              float(cfg.optimizer.weight_decay), kwargs)
-        interval = str(cfg.scheduler.interval)
-        epochs = int(cfg.max_epochs)
-        total = self.stepping_batches() if interval == "step" else epochs
-        schedule = build_schedule(cfg.scheduler, float(cfg.optimizer.lr), total, epochs)
-        if schedule is None:
-            return opt
-        lambdas = [constant if g.get("fix_lr") else schedule for g in opt.param_groups]
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}
+        return configure_optimization(self.param_groups(), self.cfg.optimizer, self.cfg.scheduler,
+                                      self.stepping_batches, int(self.cfg.max_epochs))
 
     def stepping_batches(self) -> int:
         """Optimizer steps of the whole run (the engine's count, else Lightning's estimate)."""

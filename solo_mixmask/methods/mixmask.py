@@ -44,7 +44,7 @@ class MixMaskMixin:
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)  # type: ignore[call-arg]
-        mean, std = dataset_stats(cfg)  # the branches were parsed with the config
+        mean, std = dataset_stats(cfg.data, cfg.augmentations)
         self.branches = Branches(BranchConfig.from_method_kwargs(cfg.method_kwargs), mean, std,
                                  seed=int(cfg.seed))
 
