@@ -34,14 +34,12 @@ class SimCLRMixKwargs:
     embeddings of the batch (the MoCo form, where the keys are one crop's); ``batch``: both clean
     crops' embeddings, as NT-Xent's 2N candidates (the positive in the target crop; the other
     crop's embeddings of the same sources are negatives there).
-    ``mix_stop_gradient``: true (the default), the clean embeddings the mixture is scored against
-    get no gradient from that term, as MoCo's keys and BYOL's and SimSiam's targets get none;
-    false lets the term pull them too, as NT-Xent trains both of its sides. In W-MSE's SimCLR
-    protocol at 5,000 CIFAR-10 images the detached form is ahead of vanilla on every measure of
-    both seeds and the other form behind (docs/results.md)."""
+    ``mix_stop_gradient``: the clean embeddings the mixture is scored against get no gradient from
+    that term, as MoCo's keys and BYOL's and SimSiam's targets get none; false (the default) lets
+    the term pull them too, as NT-Xent trains both of its sides."""
 
     mix_candidates: str = opt("crop", choices=("crop", "batch"))
-    mix_stop_gradient: bool = True
+    mix_stop_gradient: bool = False
 
 
 class SimCLR(BaseMethod):

@@ -199,14 +199,13 @@ class MixMaskSimSiam(_ReadsSoloStep, SimSiam):
 
 class MixMaskSimCLR(_ReadsSoloStep, SimCLR):
     """solo-learn's SimCLR plus the MixMask branches: InfoNCE of the mixture's projection against
-    the other crop's detached projections of the whole (gathered) batch, positive at the same
-    index: the engine's default form (``mix_candidates: crop``, ``mix_stop_gradient: true``)."""
+    the other crop's projections of the whole (gathered) batch, positive at the same index."""
 
     def mix_embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.backbone(self._images(x)))
 
     def mix_loss(self, emb, outs, momentum, crop):
-        return mixture_nce(emb, gather(outs[1 - crop]["z"]).detach(), get_rank() * len(emb),
+        return mixture_nce(emb, gather(outs[1 - crop]["z"]), get_rank() * len(emb),
                            self.temperature)
 
 
