@@ -216,3 +216,19 @@ def test_the_probe_honours_its_decay_exemption_and_schedule_interval(tmp_path):
     # an epoch schedule steps once per epoch: the decay at epoch 60 of 100
     sched = out["lr_scheduler"]["scheduler"]
     assert sched.lr_lambdas[0](59) == 1.0 and sched.lr_lambdas[0](60) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["+optimizer.kwargs.momentum=1.5"], "optimizer.kwargs.momentum=1.5: must be less than 1"),
+    (["optimizer.kwargs.eta=fast"], "optimizer.kwargs.eta='fast': expected a number"),
+    (["optimizer.name=adam", "~optimizer.kwargs", "+optimizer.kwargs.betas=[0.9,1.5]"],
+     r"optimizer.kwargs.betas=\[0.9, 1.5\]: use two numbers in \[0, 1\)"),
+    (["optimizer.name=adam"], "unknown key 'optimizer.kwargs.clip_lr'; optimizer adam takes betas"),
+])
+def test_a_bad_optimizer_kwarg_is_a_config_error(overrides, message):
+    from solo_mixmask.engine.pretrain import parse_pretrain_cfg
+    from solo_mixmask.errors import ConfigError
+
+    cfg = load_config(str(REPO / "scripts/pretrain/cifar"), "byol.yaml", overrides)
+    with pytest.raises(ConfigError, match=message):
+        parse_pretrain_cfg(cfg)
