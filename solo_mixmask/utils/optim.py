@@ -44,12 +44,10 @@ def build_optimizer(name: str, groups: list[dict[str, Any]], lr: float, weight_d
             groups = split_no_decay(groups)
         return Lars(groups, lr=lr, weight_decay=weight_decay, trust_coeff=kwargs.pop("eta"),
                     trust_clip=kwargs.pop("clip_lr"), **kwargs)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay,
-                                betas=tuple(kwargs.pop("betas")), **kwargs)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay,
-                                 betas=tuple(kwargs.pop("betas")), **kwargs)
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(groups, lr=lr, weight_decay=weight_decay, betas=tuple(kwargs.pop("betas")),
+                   **kwargs)
     raise ConfigError(f"unknown optimizer {name!r}")
 
 
