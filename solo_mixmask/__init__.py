@@ -19,8 +19,10 @@ and the dataset table; ``data`` reads and checks the images (``sources``), crops
 and its one batched implementation) and builds a run's loaders by ``data.format``
 (``pipeline.PIPELINES``, each builder taking the config's data-side values resolved once into a
 ``spec.LoaderSpec``); ``mixmask`` the masks and branches; ``methods`` the models (``solo``
-the same branches in solo-learn's classes); ``engine`` trains on Lightning; ``eval`` runs the
-offline protocols; ``cli`` is the ``solo-mixmask`` command.
+the same branches in solo-learn's classes), each taking the validated config whole, as
+solo-learn's methods do, and handing its parts their sections; ``engine`` trains on Lightning,
+its Trainer built from the typed Trainer section (``config.schema.trainer_section``); ``eval``
+runs the offline protocols; ``cli`` is the ``solo-mixmask`` command.
 """
 
 from .__version__ import __version__

@@ -232,3 +232,23 @@ def test_a_bad_optimizer_kwarg_is_a_config_error(overrides, message):
     cfg = load_config(str(REPO / "scripts/pretrain/cifar"), "byol.yaml", overrides)
     with pytest.raises(ConfigError, match=message):
         parse_pretrain_cfg(cfg)
+
+
+def test_the_trainer_is_built_from_its_typed_section(tmp_path):
+    """solo-learn keeps the Trainer's keys at the top level; they reach Lightning as one typed
+    section, in pretraining and in the probe, and each key that is set arrives."""
+    from solo_mixmask.config.schema import LightningKeys, trainer_section
+    from solo_mixmask.engine.pretrain import parse_pretrain_cfg
+    from solo_mixmask.engine.trainer import trainer_kwargs
+
+    cfg = parse_pretrain_cfg(load_config(str(REPO / "scripts/pretrain/cifar"), "byol.yaml", [
+        "gradient_clip_val=0.5", "limit_train_batches=3", "devices=[0]",
+        "accumulate_grad_batches=2", "max_epochs=7"]))
+    keys = trainer_section(cfg)
+    assert type(keys) is LightningKeys and keys.devices == [0]
+    kw = trainer_kwargs(keys, tmp_path, [], None)
+    assert (kw["gradient_clip_val"], kw["limit_train_batches"], kw["devices"],
+            kw["accumulate_grad_batches"], kw["max_epochs"]) == (0.5, 3, 1, 2, 7)
+    probe = trainer_section(_probe_cfg(tmp_path, "max_epochs=4", "limit_val_batches=2"))
+    kw = trainer_kwargs(probe, tmp_path, [], None)
+    assert (kw["max_epochs"], kw["limit_val_batches"]) == (4, 2)

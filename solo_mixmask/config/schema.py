@@ -7,10 +7,10 @@ accepted so its configs load (``solo_keys.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from .validation import (
@@ -142,6 +142,18 @@ TRAINER_PASSTHROUGH = ("limit_train_batches", "limit_val_batches", "log_every_n_
                        "check_val_every_n_epoch", "num_sanity_val_steps", "deterministic",
                        "benchmark", "gradient_clip_val", "enable_progress_bar",
                        "enable_model_summary", "max_steps", "val_check_interval")
+
+
+def trainer_section(cfg: DictConfig) -> LightningKeys:
+    """The Trainer's section of a validated config, as one typed object.
+
+    solo-learn's layout keeps the Trainer keys at the top level beside the other sections, so this
+    collects them; the engine's Trainer builder takes the object and never the whole config.
+    """
+    values = {f.name: cfg[f.name] for f in fields(LightningKeys)}
+    if OmegaConf.is_list(values["devices"]):
+        values["devices"] = OmegaConf.to_container(values["devices"])
+    return LightningKeys(**values)
 
 
 # --------------------------------------------------------------------------------- optimizers

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from ..config.loading import select
 from ..config.pretrain import parse_common_cfg
+from ..config.schema import trainer_section
 from ..config.validation import closest
 from ..data.pipeline import PretrainData, build_pretrain_data
 from ..data.sampling import EpochSampler
@@ -107,7 +108,7 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, PretrainData, bool]:
     whether a GPU trains."""
     cfg = parse_pretrain_cfg(cfg)
     _check_loggers(cfg)
-    gpu = uses_gpu(cfg)
+    gpu = uses_gpu(trainer_section(cfg))
     return cfg, build_pretrain_data(cfg, gpu), gpu
 
 
@@ -236,7 +237,8 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[Callback] = (),
         all_callbacks.append(interrupt)
         all_callbacks += list(callbacks)
 
-        kwargs = trainer_kwargs_for(cfg, run_dir, all_callbacks, _loggers(cfg, run_dir))
+        kwargs = trainer_kwargs_for(trainer_section(cfg), run_dir, all_callbacks,
+                                    _loggers(cfg, run_dir))
         kwargs.update(trainer_kwargs or {})
         trainer = pl.Trainer(**kwargs)
         folder.steps = lambda: int(trainer.global_step)

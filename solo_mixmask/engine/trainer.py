@@ -1,4 +1,7 @@
-"""Lightning Trainer settings from solo-learn's top-level config keys, shared by every command.
+"""Lightning Trainer settings from a config's Trainer section, shared by every command.
+
+The section is ``config.schema.trainer_section(cfg)``: solo-learn's top-level Trainer keys as one
+typed ``LightningKeys`` object, so nothing here reads the whole config.
 
 A run prints its progress, its metrics and real warnings, not Lightning's tips that do not apply
 here: the logging interval is fitted to the epoch, the model summary table is off unless
@@ -18,35 +21,31 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
-from omegaconf import DictConfig, OmegaConf
 
-from ..config.schema import TRAINER_PASSTHROUGH
+from ..config.schema import TRAINER_PASSTHROUGH, LightningKeys
 from ..utils.distributed import num_devices
 
 
-def uses_gpu(cfg: DictConfig) -> bool:
-    acc = str(cfg.accelerator)
+def uses_gpu(keys: LightningKeys) -> bool:
+    acc = str(keys.accelerator)
     return acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
 
 
-def trainer_devices(cfg: DictConfig) -> Any:
+def trainer_devices(keys: LightningKeys) -> Any:
     """Lightning's ``devices``: CPU takes a count, GPUs a count or an id list."""
-    devices = cfg.devices
-    if str(cfg.accelerator) == "cpu" or not uses_gpu(cfg):
+    devices = keys.devices
+    if str(keys.accelerator) == "cpu" or not uses_gpu(keys):
         return num_devices(devices)
-    if isinstance(devices, str) and devices.strip() not in ("auto", "-1"):
-        return devices
-    return OmegaConf.to_container(devices) if OmegaConf.is_list(devices) else devices
+    return devices
 
 
-def trainer_strategy(cfg: DictConfig) -> Any:
-    strategy = cfg.strategy
+def trainer_strategy(keys: LightningKeys) -> Any:
+    strategy = keys.strategy
     if strategy in (None, "none"):
         return "auto"
     if strategy == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
-
         return DDPStrategy(find_unused_parameters=False)
     return strategy
 
@@ -110,19 +109,20 @@ class FitLogInterval(Callback):
         trainer.log_every_n_steps = max(1, min(self.interval, steps))
 
 
-def trainer_kwargs(cfg: DictConfig, run_dir: Path, callbacks: list, logger: Any) -> dict[str, Any]:
+def trainer_kwargs(keys: LightningKeys, run_dir: Path, callbacks: list, logger: Any
+                   ) -> dict[str, Any]:
     """Keyword arguments of ``pl.Trainer`` for a run living in ``run_dir``."""
     quiet_lightning()
-    acc = str(cfg.accelerator)
+    acc = str(keys.accelerator)
     kwargs: dict[str, Any] = {
-        "max_epochs": int(cfg.max_epochs),
-        "accelerator": "gpu" if uses_gpu(cfg) and acc == "auto" else acc,
-        "devices": trainer_devices(cfg),
-        "num_nodes": int(cfg.num_nodes),
-        "precision": cfg.precision,
-        "strategy": trainer_strategy(cfg),
-        "sync_batchnorm": bool(cfg.sync_batchnorm),
-        "accumulate_grad_batches": int(cfg.accumulate_grad_batches),
+        "max_epochs": int(keys.max_epochs),
+        "accelerator": "gpu" if uses_gpu(keys) and acc == "auto" else acc,
+        "devices": trainer_devices(keys),
+        "num_nodes": int(keys.num_nodes),
+        "precision": keys.precision,
+        "strategy": trainer_strategy(keys),
+        "sync_batchnorm": bool(keys.sync_batchnorm),
+        "accumulate_grad_batches": int(keys.accumulate_grad_batches),
         "callbacks": callbacks,
         "logger": logger,
         "enable_checkpointing": False,
@@ -131,8 +131,9 @@ def trainer_kwargs(cfg: DictConfig, run_dir: Path, callbacks: list, logger: Any)
     }
     valid = inspect.signature(pl.Trainer.__init__).parameters
     for key in TRAINER_PASSTHROUGH:
-        if cfg[key] is not None and key in valid:
-            kwargs[key] = cfg[key]
+        value = getattr(keys, key)
+        if value is not None and key in valid:
+            kwargs[key] = value
     if "log_every_n_steps" not in kwargs:  # the config's own interval is kept as it is
         kwargs["callbacks"] = [*callbacks, FitLogInterval()]
     return kwargs

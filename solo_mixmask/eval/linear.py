@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
@@ -35,6 +36,7 @@ from ..config.pretrain import (
     resolve_hardware,
     scale_lrs,
 )
+from ..config.schema import trainer_section
 from ..config.solo_keys import report_ignored
 from ..config.validation import validate
 from ..data.augmentations import build_eval_transform, build_linear_train_transform
@@ -252,7 +254,7 @@ def load_pretrained(cfg: DictConfig) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _accelerator_device(cfg: DictConfig) -> torch.device:
-    return torch.device("cuda" if uses_gpu(cfg) else "cpu")
+    return torch.device("cuda" if uses_gpu(trainer_section(cfg)) else "cpu")
 
 
 def precompute(backbone: nn.Module, train: Dataset, val: Dataset, cfg: DictConfig
@@ -272,10 +274,8 @@ def precompute(backbone: nn.Module, train: Dataset, val: Dataset, cfg: DictConfi
 
 
 def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> pl.Trainer:
-    from lightning.pytorch.loggers import CSVLogger
-
     logger = CSVLogger(save_dir=str(run_dir), name="logs")
-    return pl.Trainer(**trainer_kwargs(cfg, run_dir, callbacks, logger))
+    return pl.Trainer(**trainer_kwargs(trainer_section(cfg), run_dir, callbacks, logger))
 
 
 def write_subset_list(subset: Subset, root: str, path: Path) -> None:

@@ -6,6 +6,12 @@ query-side embedding of an image batch) and ``mix_loss`` (per-sample loss of suc
 the targets of the other crop). ``training_step`` runs ``ssl_forward``, then ``branch_losses`` (the
 hook where MixMask adds its terms), then ``after_ssl_step`` (MoCo's enqueue), so state updates always
 come after every loss term.
+
+A method takes the whole validated config, as solo-learn's ``METHODS[name](cfg)`` does (the
+solo-learn adapter keeps that contract, and the config is stored in each checkpoint): it is where
+the sections meet. It hands each part its own section and reads no key with a default: the
+backbone builder ``backbone``, ``configure_optimization`` ``optimizer`` and ``scheduler``, the
+branches their parsed ``BranchConfig``, the KNN metric the ``knn_eval`` values.
 """
 
 from __future__ import annotations
