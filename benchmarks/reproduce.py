@@ -57,11 +57,12 @@ def prepare_data(spec, work: Path) -> tuple[Path, Path]:
 
     root = shared_data_dir()
     if root is None:
-        raise DataError("real CIFAR-10 data not found: put it at ../shared/data or set "
+        raise DataError(f"real {spec.dataset} data not found: put it at ../shared/data or set "
                         "SOLO_MIXMASK_DATA")
-    tag = f"{spec.train_per_class or 'all'}"
-    train = unpack_npz(root / spec.train_npz, work / f"cifar10-train-{tag}", spec.train_per_class)
-    test = unpack_npz(root / spec.test_npz, work / f"cifar10-test-{spec.test_per_class or 'all'}",
+    name = spec.dataset
+    train = unpack_npz(root / spec.train_npz, work / f"{name}-train-{spec.train_per_class or 'all'}",
+                       spec.train_per_class)
+    test = unpack_npz(root / spec.test_npz, work / f"{name}-test-{spec.test_per_class or 'all'}",
                       spec.test_per_class)
     return train, test
 
@@ -76,7 +77,7 @@ def pretrain_config(plan, method: str, variant: str, seed: int, train: Path, tes
         "backbone": plan.backbone,
         "method_kwargs": kwargs,
         "momentum": m.get("momentum", {}),
-        "data": {"dataset": "cifar10", "train_path": str(train), "val_path": str(test),
+        "data": {"dataset": plan.data.dataset, "train_path": str(train), "val_path": str(test),
                  "num_workers": plan.data.num_workers},
         "augmentations": plan.augmentations,
         "optimizer": {**OmegaConf.to_container(m.optimizer),
@@ -100,7 +101,7 @@ def linear_config(plan, checkpoint: Path, train: Path, test: Path, results: Path
     return OmegaConf.create({
         "name": "repro-linear",
         "pretrained_feature_extractor": str(checkpoint),
-        "data": {"dataset": "cifar10", "train_path": str(train), "val_path": str(test),
+        "data": {"dataset": plan.data.dataset, "train_path": str(train), "val_path": str(test),
                  "num_workers": plan.data.num_workers},
         "optimizer": {"name": "sgd", "batch_size": plan.linear.batch_size, "lr": plan.linear.lr,
                       "weight_decay": 0.0},
@@ -126,7 +127,7 @@ def protocol_linear_config(plan, method: str, checkpoint: Path, train: Path, tes
         return None
     path = REPO / path
     cfg = load_config(str(path.parent), path.name, [
-        f"pretrained_feature_extractor={checkpoint}", "data.dataset=cifar10",
+        f"pretrained_feature_extractor={checkpoint}", f"data.dataset={plan.data.dataset}",
         f"data.train_path={train}", f"data.val_path={test}",
         f"data.num_workers={plan.data.num_workers}", "checkpoint.enabled=false",
         f"checkpoint.dir={work / 'linear-protocol'}", f"results_dir={results}",
@@ -143,7 +144,7 @@ def protocol_knn_argv(plan, method: str, checkpoint: Path, train: Path, test: Pa
     if not flags:
         return None
     return ["knn", str(checkpoint), "--train-path", str(train), "--val-path", str(test),
-            "--dataset", "cifar10", "--num-workers", str(plan.data.num_workers),
+            "--dataset", str(plan.data.dataset), "--num-workers", str(plan.data.num_workers),
             "--results-dir", str(results), *[str(f) for f in flags]]
 
 
@@ -179,6 +180,7 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
     import torch
 
     from solo_mixmask.cli import main as cli_main
+    from solo_mixmask.data.datasets import scan_image_folder
     from solo_mixmask.engine.pretrain import pretrain
     from solo_mixmask.eval.linear import run_linear
     from solo_mixmask.eval.records import record_from_run, write_record
@@ -196,6 +198,7 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
         plan_arg.append(f"--results {shown}")
     command = " ".join([f"python benchmarks/reproduce.py --method {method} --variant {variant} "
                         f"--seed {seed}", *plan_arg,
+                        *([f"--dataset {args.dataset}"] if args.dataset else []),
                         *([f"--label {args.label}"] if args.label else []),
                         *([f"--threads {args.threads}"] if args.threads else []),
                         *args.overrides]).strip()
@@ -214,7 +217,7 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
     result = pretrain(cfg)
     wall = time.time() - start + earlier
     extra = {"wall_time_s": round(wall, 1), "machine": machine(), "commit": commit(),
-             "train_images": len(list(Path(train).rglob("*.jpg"))),
+             "train_images": len(scan_image_folder(train).paths),
              "threads": torch.get_num_threads(), "seed": seed}
     if resumed is not None:
         extra["resumed_from"] = resumed
@@ -315,6 +318,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, nargs="+", default=[0])
     p.add_argument("--results", default=str(DEFAULT_RESULTS))
     p.add_argument("--work", default=str(Path.home() / ".cache" / "solo-mixmask" / "reproduce"))
+    p.add_argument("--dataset", default=None,
+                   help="an entry of the plan's datasets section, whose keys replace its data "
+                   "section's (default: the data section as it is)")
     p.add_argument("--label", default=None,
                    help="row name in the report for a modified variant (e.g. mixmask-grid4)")
     p.add_argument("--threads", type=int, default=None,
@@ -347,6 +353,12 @@ def check_plan(args) -> object:
     for key in ("methods", "variants", "budget", "data"):
         if key not in plan:
             raise BadInput(f"--config {args.config}: the plan has no '{key}' section")
+    if args.dataset is not None:
+        named = plan.get("datasets") or {}
+        if args.dataset not in named:
+            raise BadInput(f"unknown --dataset {args.dataset!r}: the plan's datasets section "
+                           f"names {list(named)}")
+        plan.data = OmegaConf.merge(plan.data, named[args.dataset])
     for method in args.method:
         if method not in plan.methods:
             raise BadInput(f"unknown method {method!r}: {list(plan.methods)}")

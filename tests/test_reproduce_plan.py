@@ -6,10 +6,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import REPO, data_file
+from solo_mixmask.data.datasets import scan_image_folder
 from solo_mixmask.engine.pretrain import parse_pretrain_cfg
 from solo_mixmask.eval.records import variant_of
 
@@ -251,3 +253,33 @@ def test_a_run_records_the_common_and_the_protocol_evaluations(tmp_path):
     with pytest.raises(reproduce.BadInput, match="has no checkpoint of that run"):
         reproduce.main([*argv, "--work", str(tmp_path / "elsewhere")])
     assert sorted(results.glob("*.json")) == after
+
+
+def test_the_dataset_option_runs_the_same_plan_on_the_tiny_imagenet_archive(tmp_path):
+    """--dataset tiny-imagenet: the plan's budget and recipe, Tiny-ImageNet's archive and class
+    count; an entry the plan does not name is one error before anything is unpacked."""
+    args = reproduce.parse_args(["--config", str(REPO / "benchmarks/reproduce_paper.yaml"),
+                                 "--dataset", "tiny-imagenet", "--work", str(tmp_path / "w")])
+    plan = reproduce.check_plan(args)
+    assert (plan.data.train_npz, plan.data.train_per_class) == (
+        "tiny-imagenet-200-32px/train.npz", 25)
+    cfg = build("mocov2plus", "mixmask", tmp_path, plan=plan)
+    assert (cfg["data"]["dataset"], cfg["data"]["num_classes"]) == ("tiny-imagenet", 200)
+    assert cfg["max_epochs"] == PAPER.budget.max_epochs
+    assert cfg["augmentations"] == build("mocov2plus", "mixmask", tmp_path,
+                                         plan=PAPER)["augmentations"]
+    with pytest.raises(reproduce.BadInput, match=r"unknown --dataset 'tiny': the plan's datasets "
+                       r"section names \['tiny-imagenet'\]"):
+        reproduce.main(["--config", str(REPO / "benchmarks/reproduce_paper.yaml"), "--dataset",
+                        "tiny", "--work", str(tmp_path / "w2")])
+    assert not (tmp_path / "w").exists() and not (tmp_path / "w2").exists()
+
+
+@pytest.mark.long  # unpacks the whole 100,000-image archive's selection (about 40 s)
+def test_the_tiny_imagenet_subset_holds_25_images_of_each_class(tmp_path):
+    plan = OmegaConf.merge(PAPER.data, PAPER.datasets["tiny-imagenet"])
+    data_file(plan.train_npz)  # skips (fails in CI) without the archive
+    train, _ = reproduce.prepare_data(plan, tmp_path)
+    images = scan_image_folder(train)  # what a run and its record count
+    counts = np.bincount(images.targets)
+    assert len(images.classes) == len(counts) == 200 and set(counts) == {25}
