@@ -27,7 +27,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from device_env import REPO, BadInput, commit, run_main
 from omegaconf import OmegaConf
@@ -227,32 +227,37 @@ def run_one(plan, method: str, variant: str, seed: int, args) -> dict:
         record["settings"].update(extra)
         record.update(command=command, variant=label, run_dir=kept)
         write_record(record, results)
-    linear = done.get("linear")
-    if linear is None:
-        run = run_linear(linear_config(plan, result.checkpoint, train, test, results, work),
-                         command=command + PARTS["linear"])
-        linear = _label(Path(run.record_path), label, kept, extra)
+
+    def evaluated(part: str, evaluate: Callable[[str], Path]) -> float:
+        """Top-1 of the run's ``part`` record: the one ``results`` holds, else the one
+        ``evaluate(its command)`` writes, labelled with the run."""
+        rec = done.get(part)
+        if rec is None:
+            rec = _label(evaluate(command + PARTS[part]), label, kept, extra,
+                         command + PARTS[part])
+        return rec["metrics"]["acc1"]
+
+    def own_knn(argv: list[str]) -> Path:
+        before = set(results.glob("knn-*.json"))
+        if cli_main(argv) != 0:
+            raise RuntimeError(f"the protocol KNN failed: solo-mixmask {' '.join(argv)}")
+        (path,) = set(results.glob("knn-*.json")) - before
+        return path
+
+    def probe(cfg) -> Callable[[str], Path]:
+        return lambda cmd: Path(run_linear(cfg, command=cmd).record_path)
+
     summary = {"method": method, "variant": label, "seed": seed, "epochs": epochs,
-               "knn_top1": record["metrics"]["acc1"], "linear_top1": linear["metrics"]["acc1"]}
+               "knn_top1": record["metrics"]["acc1"], "linear_top1": evaluated(
+                   "linear", probe(linear_config(plan, result.checkpoint, train, test, results,
+                                                 work)))}
     knn_argv = protocol_knn_argv(plan, method, result.checkpoint, train, test, results)
     if knn_argv is not None:
-        own_knn = done.get("protocol-knn")
-        if own_knn is None:
-            before = set(results.glob("knn-*.json"))
-            if cli_main(knn_argv) != 0:
-                raise RuntimeError(f"the protocol KNN failed: solo-mixmask {' '.join(knn_argv)}")
-            (path,) = set(results.glob("knn-*.json")) - before
-            own_knn = _label(path, label, kept, extra, command + PARTS["protocol-knn"])
-        summary["protocol_knn_top1"] = own_knn["metrics"]["acc1"]
+        summary["protocol_knn_top1"] = evaluated("protocol-knn", lambda _: own_knn(knn_argv))
     linear_cfg = protocol_linear_config(plan, method, result.checkpoint, train, test, results,
                                         work)
     if linear_cfg is not None:
-        own = done.get("protocol-linear")
-        if own is None:
-            run = run_linear(linear_cfg, command=command + PARTS["protocol-linear"])
-            own = _label(Path(run.record_path), label, kept, extra,
-                         command + PARTS["protocol-linear"])
-        summary["protocol_linear_top1"] = own["metrics"]["acc1"]
+        summary["protocol_linear_top1"] = evaluated("protocol-linear", probe(linear_cfg))
     keep_logs(result.run_dir, results / kept)
     summary.update(wall_time_min=round(wall / 60, 1),
                    redone=sorted(({"monitor"} | set(PARTS)) - set(done)))
@@ -286,13 +291,12 @@ def recorded(results: Path, kept: str) -> dict[str, dict]:
     return found
 
 
-def _label(path: Path, label: str, kept: str, extra: dict, command: Optional[str] = None) -> dict:
+def _label(path: Path, label: str, kept: str, extra: dict, command: str) -> dict:
     """An evaluation record of a run, given the run's row label, logs, provenance and command."""
     rec = json.loads(path.read_text())
     rec.update(variant=label, run_dir=kept)
     rec["settings"].update(extra)
-    if command is not None:
-        rec["command"] = command
+    rec["command"] = command
     path.write_text(json.dumps(rec, indent=2) + "\n")
     return rec
 
