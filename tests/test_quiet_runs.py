@@ -27,6 +27,7 @@ NOISE = [
     ("the TPU line", "TPU available: False"),
     ("the model summary table", "Total params"),
     ("the stepping-batches narration", "to estimate number of stepping batches"),
+    ("the eval-mode modules warning", "module(s) in eval mode at the start of training"),
 ]
 
 
@@ -92,3 +93,21 @@ def test_a_short_linear_evaluation_prints_no_lightning_tips(short_run, cifar_tra
         "optimizer.batch_size=64", "+enable_progress_bar=false", cwd=short_run.tmp)
     assert_quiet(proc)
     assert "linear: top-1 " in proc.stdout and "record: " in proc.stdout
+
+
+def test_a_probe_on_augmented_crops_prints_no_warning_for_its_frozen_backbone(
+        short_run, cifar_train, cifar_test):
+    """SimSiam's probe trains on augmented crops through the frozen backbone, in eval mode on
+    purpose; Lightning's warning about eval-mode modules does not apply to it."""
+    assert short_run.proc.returncode == 0, short_run.proc.stderr
+    proc = solo_mixmask(
+        "linear", "--config-path", str(REPO / "scripts/linear/paper/cifar100"), "--config-name",
+        "simsiam.yaml", f"pretrained_feature_extractor={short_run.checkpoint}",
+        "data.dataset=cifar10", f"data.train_path={cifar_train}",
+        f"data.val_path={cifar_test}", "data.num_workers=0", "+backbone.kwargs.width=0.125",
+        "accelerator=cpu", "devices=1", "max_epochs=1", "optimizer.batch_size=64",
+        "enable_progress_bar=false", cwd=short_run.tmp)
+    assert not OmegaConf.load(REPO / "scripts/linear/paper/cifar100/simsiam.yaml").get(
+        "features", {}).get("precompute", False)
+    assert_quiet(proc)
+    assert "linear: top-1 " in proc.stdout

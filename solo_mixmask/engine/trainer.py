@@ -11,12 +11,13 @@ are filtered one by one (``quiet_lightning``).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning.pytorch as pl
 import torch
@@ -78,6 +79,17 @@ def quiet_lightning() -> None:
     log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _LightningTips) for f in log.filters):
         log.addFilter(_LightningTips())
+
+
+@contextlib.contextmanager
+def frozen_modules_in_eval_mode() -> Iterator[None]:
+    """Fitting a model whose frozen part is in eval mode on purpose (a linear probe's backbone keeps
+    its BatchNorm statistics): Lightning's "Found N module(s) in eval mode" warning is silenced
+    here only, so a pretraining run that leaves a module in eval mode still warns."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode",
+                                category=PossibleUserWarning)
+        yield
 
 
 class FitLogInterval(Callback):

@@ -42,7 +42,7 @@ from ..config.validation import validate
 from ..data.augmentations import build_eval_transform, build_linear_train_transform
 from ..engine.checkpoint import Checkpointer, find_resumable, new_version
 from ..engine.run_folder import RunFolder
-from ..engine.trainer import trainer_kwargs, uses_gpu
+from ..engine.trainer import frozen_modules_in_eval_mode, trainer_kwargs, uses_gpu
 from ..errors import CheckpointError, ConfigError, DataError
 from ..utils.features import extract_features
 from ..utils.optim import configure_optimization
@@ -418,7 +418,9 @@ def run_linear(cfg: DictConfig, kind: str = "linear",
                                           bool(cfg.checkpoint.keep_prev)))
         trainer = _trainer(cfg, run_dir, callbacks)
         folder.steps = lambda: int(trainer.global_step)
-        trainer.fit(model, train_loader, val_loader, ckpt_path=str(resume) if resume else None)
+        with frozen_modules_in_eval_mode():
+            trainer.fit(model, train_loader, val_loader,
+                        ckpt_path=str(resume) if resume else None)
         final = final_metrics(trainer, model, val_loader)
         metrics = {"acc1": final["val_acc1"], "acc5": final["val_acc5"], "loss": final["val_loss"]}
         record = _record(cfg, kind, metrics, len(train), info, run_dir, command, extra_settings)
