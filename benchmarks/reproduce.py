@@ -357,6 +357,9 @@ def check_plan(args) -> object:
     for key in ("methods", "variants", "budget", "data"):
         if key not in plan:
             raise BadInput(f"--config {args.config}: the plan has no '{key}' section")
+    if "dataset" not in plan.data:
+        raise BadInput(f"--config {args.config}: the plan's data section names no 'dataset' "
+                       "(the package's name of its images, e.g. cifar10)")
     if args.dataset is not None:
         named = plan.get("datasets") or {}
         if args.dataset not in named:

@@ -277,6 +277,12 @@ def test_the_dataset_option_runs_the_same_plan_on_the_tiny_imagenet_archive(tmp_
         reproduce.main(["--config", str(REPO / "benchmarks/reproduce_paper.yaml"), "--dataset",
                         "tiny", "--work", str(tmp_path / "w2")])
     assert not (tmp_path / "w").exists() and not (tmp_path / "w2").exists()
+    plan = OmegaConf.load(REPO / "benchmarks/reproduce_paper.yaml")
+    del plan.data.dataset  # a plan written before the key existed
+    OmegaConf.save(plan, tmp_path / "old.yaml")
+    with pytest.raises(reproduce.BadInput, match="the plan's data section names no 'dataset'"):
+        reproduce.main(["--config", str(tmp_path / "old.yaml"), "--work", str(tmp_path / "w3")])
+    assert not (tmp_path / "w3").exists()
 
 
 @pytest.mark.long  # unpacks the whole 100,000-image archive's selection (about 40 s)
