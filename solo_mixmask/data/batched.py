@@ -257,14 +257,12 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int,
     """
     height, width = x.shape[-2:]
     lead = boxes.shape[:-1]
+    if not dense(x.device):
+        return crop_images(x, boxes.reshape(-1, 4).tolist(), size, interpolation).view(
+            *lead, 3, size, size)
     # [top, left, h, w] as four rows: a view for crop_boxes' column-major boxes
     fields = boxes.to(x.device).movedim(-1, 0)
     top, left, h, w = fields.reshape(4, -1)
-    if not dense(x.device):
-        images = x.expand(*lead[:-1], *x.shape).reshape(-1, *x.shape[1:])
-        out = _tap_resample(images, _taps(top, h, size, height, interpolation),
-                            _taps(left, w, size, width, interpolation))
-        return out.view(*lead, *out.shape[1:])
     if height == width:  # both axes from one table: rows of tops then lefts
         both = _crop_matrices(fields[:2].reshape(-1), fields[2:].reshape(-1), size, height,
                               interpolation).view(2, *lead, size, height)
@@ -275,8 +273,9 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int,
 
 
 #: device types that run the dense forms (matrix products, whole-batch ops with identity
-#: coefficients); elsewhere (the CPU) the same arithmetic runs as tap sums and on the samples an op
-#: changes, which is several times less work there and costs no synchronisation
+#: coefficients); elsewhere (the CPU) the crops are torchvision's own resize per image and each op
+#: runs on the samples it changes, which is several times less work there and costs no
+#: synchronisation
 DENSE_DEVICE_TYPES: tuple[str, ...] = ("cuda", "xpu", "mps", "hpu")
 #: values per chunk of the CPU pixel stage (1 MB of float32)
 CHUNK_VALUES = 1 << 18
@@ -286,32 +285,17 @@ def dense(device: torch.device) -> bool:
     return device.type in DENSE_DEVICE_TYPES
 
 
-def _taps(start: torch.Tensor, length: torch.Tensor, out_size: int, in_size: int,
-          interpolation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    index, weight = resample_taps(start, length, out_size, in_size, interpolation)
-    return (index, *fixed_point_weights(weight))
-
-
-def _tap_sum(x: torch.Tensor, dim: int, taps: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """One pass of torch's uint8 resize along ``dim`` (2 or 3) as per-tap gathers, in torch's own
-    int32 arithmetic: ``clamp((2**(p-1) + sum_t w_t x_t) >> p, 0, 255)``."""
-    index, wint, p = taps
-    n, c, h, w = x.shape
-    s = index.shape[1]
-    shape = (n, 1, s, 1) if dim == 2 else (n, 1, 1, s)
-    full = (n, c, s, w) if dim == 2 else (n, c, h, s)
-    p = p.view(n, 1, 1, 1)
-    acc = torch.bitwise_left_shift(torch.ones_like(p), p - 1).expand(full).clone()
-    for t in range(index.shape[2]):
-        acc += x.gather(dim, index[:, :, t].view(shape).expand(full)) * wint[:, :, t].view(shape)
-    return torch.bitwise_right_shift(acc, p).clamp_(0, 255)
-
-
-def _tap_resample(x: torch.Tensor, taps_y: tuple[torch.Tensor, ...],
-                  taps_x: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """``_resample`` as tap sums (the CPU form): the same weights, sums and roundings."""
-    out = _tap_sum(x.to(torch.int32), 3, taps_x)
-    return _tap_sum(out, 2, taps_y).float()
+def crop_images(images: Sequence[torch.Tensor], boxes: list[list[int]], size: int,
+                interpolation: str) -> torch.Tensor:
+    """The CPU form of the resized crop: torchvision's own uint8 kernel (the reference the dense
+    form reproduces), image ``i % len(images)`` cut at ``boxes[i]``, written into one float32
+    batch. Images may differ in size (the DataLoader path)."""
+    mode = TF.InterpolationMode(interpolation)
+    out = torch.empty(len(boxes), 3, size, size, dtype=torch.float32)
+    for i, box in enumerate(boxes):
+        out[i].copy_(TF.resized_crop(images[i % len(images)], *box, [size, size],
+                                     interpolation=mode, antialias=True))
+    return out
 
 
 @tabulated
@@ -452,8 +436,12 @@ def jitter_schedule(factors: torch.Tensor, order: torch.Tensor) -> tuple[torch.T
 
 def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """v2.ColorJitter with per-sample factors and order (``jitter_schedule``); x (N, 3, H, W)."""
-    ratio, mean_weight, gray_weight, hue = jitter_schedule(factors.to(x.device),
-                                                           order.to(x.device))
+    return run_jitter(x, jitter_schedule(factors.to(x.device), order.to(x.device)))
+
+
+def run_jitter(x: torch.Tensor, schedule: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The six jitter slots ``X H X X H X`` with ``jitter_schedule``'s coefficients."""
+    ratio, mean_weight, gray_weight, hue = schedule
     subsets = not dense(x.device)  # on the CPU each slot runs on the samples it changes
     blends, shifts = (ratio != 1, hue != 0) if subsets else (None, None)
     blend_slot = 0
@@ -544,6 +532,15 @@ def on_samples(x: torch.Tensor, mask: Optional[torch.Tensor], fn: Callable[..., 
         return x
     out = fn(x.index_select(0, index), *(p.index_select(0, index) for p in per_sample))
     return x.index_copy(0, index, out)
+
+
+def where_samples(x: torch.Tensor, mask: torch.Tensor,
+                  fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn(x)`` on the samples in ``mask``, ``x`` elsewhere: a ``where`` over the whole batch on
+    accelerators, ``fn`` on the masked samples only on the CPU."""
+    if dense(x.device):
+        return torch.where(mask.view(-1, 1, 1, 1), fn(x), x)
+    return on_samples(x, mask, fn)
 
 
 def solarize(x: torch.Tensor, threshold: float = 128.0) -> torch.Tensor:
@@ -700,9 +697,9 @@ class BatchedMultiCrop:
     def apply_images(self, images: Sequence[torch.Tensor],
                      uniforms: torch.Tensor) -> list[torch.Tensor]:
         """As ``apply`` for a list of uint8 (3, H_i, W_i) images of any sizes (the DataLoader
-        path): torchvision's resized crop per image (the same boxes, the same fixed-point kernel:
-        the same crops; on the CPU its C++ kernel beats the batched gathers), then the batched
-        pixel stage; on an accelerator, images of one size take the batched pass."""
+        path): torchvision's resized crop per image (``crop_images``, the CPU form of the crop),
+        then the batched pixel stage; on an accelerator, images of one size take the batched
+        pass."""
         if len({tuple(im.shape) for im in images}) == 1 and dense(images[0].device):
             return self.apply(torch.stack(list(images)), uniforms)
         out: list[Optional[torch.Tensor]] = [None] * self.num_crops
@@ -712,14 +709,11 @@ class BatchedMultiCrop:
             if group.rrc:
                 boxes = p.boxes(dims[:, 0].repeat(len(group.crops)),
                                 dims[:, 1].repeat(len(group.crops))).view(-1, 4).tolist()
-                crops = [TF.resized_crop(images[i % len(images)], *box, [group.size] * 2,
-                                         interpolation=TF.InterpolationMode(group.interpolation),
-                                         antialias=True) for i, box in enumerate(boxes)]
+                y = crop_images(images, boxes, group.size, group.interpolation)
             else:
-                crops = [resize_center_crop(im, group.size, group.interpolation)
-                         for im in images] * len(group.crops)
-            y = torch.stack(crops).view(len(group.crops), len(images), 3, group.size,
-                                        group.size).float()
+                y = torch.stack([resize_center_crop(im, group.size, group.interpolation)
+                                 for im in images] * len(group.crops))
+            y = y.view(len(group.crops), len(images), 3, group.size, group.size)
             self._place(out, group, self.pixels(y, group, p))
         return out  # type: ignore[return-value]
 
@@ -739,39 +733,45 @@ class BatchedMultiCrop:
     def pixels(self, y: torch.Tensor, group: CropGroup, p: Params) -> torch.Tensor:
         """Everything after the crop, on (G, B, 3, S, S) grey levels: jitter, grayscale, blur,
         solarization, equalization, flip, normalisation. On the CPU in chunks of about a megabyte
-        of pixels: each op then reads its input from cache, not from memory (3x at 224 px)."""
+        of pixels, each normalised into its place of the output: each op then reads its input from
+        cache, not from memory (3x at 224 px)."""
         shape = y.shape
         y = y.reshape(-1, *shape[2:])
         coins = p.coins.reshape(-1, 6)
         values = p.values.reshape(-1, DRAWS)
-        factors, order = p.factors.reshape(-1, 4), p.order.reshape(-1, 4)
-        step = len(y) if dense(y.device) else max(1, CHUNK_VALUES // y[0].numel())
-        y = torch.cat([self._pixels(y[i:i + step], group, coins[i:i + step], values[i:i + step],
-                                    factors[i:i + step], order[i:i + step])
-                       for i in range(0, len(y), step)]) if step < len(y) else \
-            self._pixels(y, group, coins, values, factors, order)
+        schedule = jitter_schedule(p.factors.reshape(-1, 4).to(y.device),
+                                   p.order.reshape(-1, 4).to(y.device))
         scale, shift = _norm(self.recipe.mean, self.recipe.std, y.device)
-        return y.view(shape).mul(scale).sub_(shift)
+        if dense(y.device):
+            return self._pixels(y, group, coins, values, schedule).view(shape).mul(scale).sub_(shift)
+        out = torch.empty(y.shape, dtype=torch.float32)
+        step = max(1, CHUNK_VALUES // y[0].numel())
+        for i in range(0, len(y), step):
+            part = slice(i, i + step)
+            chunk = self._pixels(y[part], group, coins[part], values[part],
+                                 tuple(c[part] for c in schedule))
+            torch.mul(chunk, scale, out=out[part]).sub_(shift)
+        return out.view(shape)
 
     @staticmethod
     def _pixels(y: torch.Tensor, group: CropGroup, coins: torch.Tensor, values: torch.Tensor,
-                factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+                schedule: tuple[torch.Tensor, ...]) -> torch.Tensor:
         uses = group.uses
         if uses["jitter"]:
-            y = color_jitter(y, factors, order)
+            y = run_jitter(y, schedule)
         if uses["gray"]:
-            y = torch.where(coins[:, 1].view(-1, 1, 1, 1), rgb_to_grayscale(y), y)
+            y = where_samples(y, coins[:, 1], rgb_to_grayscale)
         if uses["blur"]:
             kernels = gaussian_kernels(group.recipes[0].kernel_size, values[:, SIGMA])
             delta = torch.zeros_like(kernels)
             delta[:, kernels.shape[1] // 2] = 1.0
             y = on_samples(y, coins[:, 2], blur, torch.where(coins[:, 2:3], kernels, delta))
         if uses["solarize"]:
-            y = torch.where(coins[:, 3].view(-1, 1, 1, 1) & (y >= 128.0), 255.0 - y, y)
+            y = where_samples(y, coins[:, 3], solarize)
         if uses["equalize"]:
-            y = torch.where(coins[:, 4].view(-1, 1, 1, 1), equalize(y), y)
+            y = where_samples(y, coins[:, 4], equalize)
         if uses["flip"]:
-            y = torch.where(coins[:, 5].view(-1, 1, 1, 1), y.flip(-1), y)
+            y = where_samples(y, coins[:, 5], hflip)
         return y
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
