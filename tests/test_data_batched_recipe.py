@@ -8,6 +8,7 @@ Images: real CIFAR-10 JPEGs (32 px) and Imagenette (224 px) from the shared data
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from typing import Callable
@@ -27,6 +28,7 @@ from solo_mixmask.config.datasets import DATASETS
 from solo_mixmask.config.schema import AugmentationConfig
 from solo_mixmask.config.validation import validate
 from solo_mixmask.data import batched as B
+from solo_mixmask.data.loaders import RecipeCollate
 from solo_mixmask.data.npz import load_npz
 from solo_mixmask.data.recipe import ASPECT_RATIO, CropRecipe, Recipe, blur_kernel
 from solo_mixmask.errors import ConfigError
@@ -191,6 +193,21 @@ def test_colour_adjustments_match_torchvision(cifar):
     assert_levels(B.solarize(x), F.solarize(imgs, 128), 0.0)
     assert_levels(B.equalize(x), F.equalize(imgs), 0.0)
     assert_levels(B.hflip(x), F.horizontal_flip(imgs), 0.0)
+
+
+def test_cpu_hue_wrap_is_remainder_on_the_hue_range():
+    """The CPU replaces the hue's float remainder by 6 with a floor form: equal bit for bit on
+    [-3, 13], including every float within 2**20 steps of the multiples of 6 and of the ends."""
+    near = []
+    for c in (-3.0, 6.0, 12.0, 13.0):
+        bits = torch.tensor([c]).view(torch.int32)
+        steps = torch.arange(1, 1 << 20, dtype=torch.int32)
+        near += [(bits + steps).view(torch.float32), (bits - steps).view(torch.float32)]
+    tiny = (torch.arange(1, 1 << 20, dtype=torch.int32) + (1 << 23)).view(torch.float32)
+    k = torch.cat(near + [tiny, -tiny, torch.tensor([-3.0, 0.0, 6.0, 12.0, 13.0]),
+                          torch.rand(1_000_000, generator=gen(0)) * 16 - 3])
+    k = k[(k >= -3) & (k <= 13)]
+    assert torch.equal(B._wrap_sextants(k.clone()), k.remainder(6.0))
 
 
 def test_gaussian_blur_matches_torchvision(cifar, imagenette):
@@ -560,6 +577,43 @@ def test_dataloader_and_device_paths_make_the_same_crops(cifar, imagenette):
         assert torch.equal(mixed[c][:8], alone_small[c])
         assert torch.equal(mixed[c][8:], alone_big[c])
     assert all(torch.equal(a, b) for a, b in zip(mc.apply_images(small, u[:, :8]), alone_small))
+
+
+def test_a_later_batch_leaves_the_crops_of_an_earlier_one_alone(cifar, imagenette):
+    """The CPU reuses one scratch batch for the crops of every call: the crops a call returns
+    must not live in it, or the next call would overwrite them."""
+    r = recipe(entry(color_jitter__prob=0.8, grayscale__prob=0.2, horizontal_flip__prob=0.5,
+                     num_crops=2),
+               entry(rrc__enabled=False, crop_size=24))
+    mc = B.BatchedMultiCrop(r)
+    for images in (list(cifar[:16]), list(imagenette[:4])):
+        u = mc.draw(len(images), gen(5))
+        first = mc.apply_images(images, u)
+        kept = [c.clone() for c in first]
+        mc.apply_images(images[::-1], mc.draw(len(images), gen(6)))
+        mc.apply(torch.stack(images[::-1]), mc.draw(len(images), gen(7)))
+        assert all(torch.equal(a, b) for a, b in zip(first, kept))
+        assert all(torch.equal(a, b) for a, b in zip(mc.apply_images(images, u), kept))
+
+
+def _collate_in_worker(collate: RecipeCollate, samples: list) -> list:
+    crops = collate(samples)[1]
+    return [crops, [c.is_shared() for c in crops]]
+
+
+def test_a_worker_hands_its_crops_over_in_shared_memory(cifar):
+    """Inside a DataLoader worker the collate function writes the crops into shared memory, so
+    sending them to the training process copies nothing; the crops are those made in-process."""
+    r = recipe(entry(color_jitter__prob=0.8, grayscale__prob=0.2, num_crops=2))
+    collate = RecipeCollate(r)
+    samples = [(i, (cifar[i], torch.rand(2, B.DRAWS, dtype=torch.float64, generator=gen(i))), 0)
+               for i in range(8)]
+    loader = torch.utils.data.DataLoader([samples], batch_size=None, num_workers=1,
+                                         collate_fn=functools.partial(_collate_in_worker, collate))
+    (crops, shared), = list(loader)
+    assert shared == [True, True]
+    assert not any(c.is_shared() for c in collate(samples)[1])  # no worker: ordinary memory
+    assert all(torch.equal(a, b) for a, b in zip(crops, collate(samples)[1]))
 
 
 def test_recipe_is_built_from_the_validated_config_alone():

@@ -249,16 +249,17 @@ def _resample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.
 
 
 def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int,
-                 interpolation: str = "bicubic") -> torch.Tensor:
+                 interpolation: str = "bicubic", out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``F.resized_crop(x[b], *boxes[b], [size, size], interpolation, antialias=True)`` per sample.
 
     ``x`` (B, C, H, W) uint8; ``boxes`` (..., B, 4) ``[top, left, h, w]`` inside the image (a
-    leading dimension crops the same images several times). Float32 grey levels (..., B, C, S, S).
+    leading dimension crops the same images several times). Float32 grey levels (..., B, C, S, S);
+    on the CPU written into ``out`` (``crop_images``) when given.
     """
     height, width = x.shape[-2:]
     lead = boxes.shape[:-1]
     if not dense(x.device):
-        return crop_images(x, boxes.reshape(-1, 4).tolist(), size, interpolation).view(
+        return crop_images(x, boxes.reshape(-1, 4).tolist(), size, interpolation, out).view(
             *lead, 3, size, size)
     # [top, left, h, w] as four rows: a view for crop_boxes' column-major boxes
     fields = boxes.to(x.device).movedim(-1, 0)
@@ -286,12 +287,13 @@ def dense(device: torch.device) -> bool:
 
 
 def crop_images(images: Sequence[torch.Tensor], boxes: list[list[int]], size: int,
-                interpolation: str) -> torch.Tensor:
+                interpolation: str, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The CPU form of the resized crop: torchvision's own uint8 kernel (the reference the dense
     form reproduces), image ``i % len(images)`` cut at ``boxes[i]``, written into one float32
-    batch. Images may differ in size (the DataLoader path)."""
+    batch (``out``, or a new one). Images may differ in size (the DataLoader path)."""
     mode = TF.InterpolationMode(interpolation)
-    out = torch.empty(len(boxes), 3, size, size, dtype=torch.float32)
+    if out is None:
+        out = torch.empty(len(boxes), 3, size, size, dtype=torch.float32, device=images[0].device)
     for i, box in enumerate(boxes):
         out[i].copy_(TF.resized_crop(images[i % len(images)], *box, [size, size],
                                      interpolation=mode, antialias=True))
@@ -340,12 +342,19 @@ def blend(x: torch.Tensor, ratio: torch.Tensor, mean_weight: torch.Tensor,
     ``x * r + luma * gray_weight + mean * mean_weight`` with the floored luma and its mean. v2 adds
     ``other * (1 - r)`` to ``x * r``, ``other`` 0 (brightness), the mean (contrast) or the luma
     (saturation): with one weight ``1 - r`` and the other 0, the sum rounds exactly as v2's does.
-    No op is ``r = 1`` with both weights 0.
+    No op is ``r = 1`` with both weights 0. On the CPU a term whose weights are all 0 is left out
+    (it adds exact zeros), so a chunk of brightness alone never computes the luma.
     """
-    luma = gray(x).floor_()
-    mean = luma.mean(dim=(-3, -2, -1), keepdim=True)
-    out = torch.addcmul(x.mul(_per_sample(ratio, x)), luma, _per_sample(gray_weight, x))
-    return out.addcmul_(mean, _per_sample(mean_weight, x)).clamp_(0.0, 255.0).trunc_()
+    out = x.mul(_per_sample(ratio, x))
+    full = dense(x.device)
+    with_gray, with_mean = full or bool(gray_weight.any()), full or bool(mean_weight.any())
+    if with_gray or with_mean:
+        luma = gray(x).floor_()
+        if with_gray:
+            out.addcmul_(luma, _per_sample(gray_weight, x))
+        if with_mean:
+            out.addcmul_(luma.mean(dim=(-3, -2, -1), keepdim=True), _per_sample(mean_weight, x))
+    return out.clamp_(0.0, 255.0).trunc_()
 
 
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -386,9 +395,20 @@ def shift_hue(x: torch.Tensor, sextants: torch.Tensor) -> torch.Tensor:
     chroma = maxc - v.amin(dim=-3, keepdim=True)
     num = v.roll(-1, -3) - v.roll(-2, -3)  # r: g-b, g: b-r, b: r-g
     h6 = num.gather(-3, idx).div_(chroma.clamp_min(1e-12)).add_(idx, alpha=2.0)
-    k = h6.add_(_per_sample(sextants, x)).add(_hue_offsets(x.device)).remainder_(6.0)
+    k = h6.add_(_per_sample(sextants, x)).add(_hue_offsets(x.device))
+    k = k.remainder_(6.0) if dense(x.device) else _wrap_sextants(k)
     w = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return maxc.sub(w.mul_(chroma)).mul_(256.0 - 1e-3).trunc_()
+
+
+def _wrap_sextants(k: torch.Tensor) -> torch.Tensor:
+    """``k.remainder(6)`` bit for bit on the hue's range [-3, 13] (any hue factor within v2's
+    +-0.5), in ops that are fast on the CPU (its float remainder is not): ``k / 6`` never rounds
+    across an integer there, ``k - 6n`` is exact for n = 1, 2, and a negative ``k`` gets ``k + 6``
+    rounded, as remainder's ``fmod(k, 6) + 6`` does. The exception, a negative subnormal ``k``
+    (kept, where remainder gives 6), cannot occur (``k`` is a sum with an offset of at least 1) and
+    would weigh the same 0."""
+    return k.sub_(k.div(6.0).floor_().mul_(6.0))
 
 
 # the jitter's six slots X H X X H X: four blend slots around two hue slots hold all 24 orders.
@@ -660,12 +680,19 @@ class BatchedMultiCrop:
     ``apply`` split the two steps, so tests can fix the draws and the DataLoader path can draw
     per sample (``apply_images`` crops images of several sizes one by one with torchvision, then
     runs the same pixel stage).
+
+    On the CPU the crops are written into a scratch batch kept from one call to the next, and the
+    normalised crops into a batch from ``allocate(shape)`` (a DataLoader worker's collate function
+    allocates it in shared memory, so handing the batch to the training process copies nothing).
     """
 
-    def __init__(self, recipe: Recipe, compile_backend: Optional[str] = None) -> None:
+    def __init__(self, recipe: Recipe, compile_backend: Optional[str] = None,
+                 allocate: Callable[[tuple[int, ...]], torch.Tensor] = torch.empty) -> None:
         self.recipe = recipe
         self.groups = crop_groups(recipe)
         self.num_crops = recipe.num_crops
+        self.allocate = allocate
+        self._scratch: dict[tuple[int, ...], torch.Tensor] = {}
         #: ``torch.compile(apply, fullgraph=True, dynamic=False)`` with this backend (e.g.
         #: "inductor"), used from the second batch on: the first, eager, builds the tables
         self._compiled = (None if compile_backend is None else
@@ -690,7 +717,7 @@ class BatchedMultiCrop:
         out: list[Optional[torch.Tensor]] = [None] * self.num_crops
         for group in self.groups:
             p = params(group, uniforms[list(group.crops)].to(x.device))
-            y = self._crop(x, group, p)
+            y = self._crop(x, group, p, self._scratch_batch(x.device, group, x.shape[0]))
             self._place(out, group, self.pixels(y, group, p))
         return out  # type: ignore[return-value]
 
@@ -709,7 +736,8 @@ class BatchedMultiCrop:
             if group.rrc:
                 boxes = p.boxes(dims[:, 0].repeat(len(group.crops)),
                                 dims[:, 1].repeat(len(group.crops))).view(-1, 4).tolist()
-                y = crop_images(images, boxes, group.size, group.interpolation)
+                y = crop_images(images, boxes, group.size, group.interpolation,
+                                self._scratch_batch(images[0].device, group, len(images)))
             else:
                 y = torch.stack([resize_center_crop(im, group.size, group.interpolation)
                                  for im in images] * len(group.crops))
@@ -722,13 +750,26 @@ class BatchedMultiCrop:
         for slot, crop in zip(group.crops, crops.unbind(0)):
             out[slot] = crop
 
+    def _scratch_batch(self, device: torch.device, group: CropGroup,
+                       batch: int) -> Optional[torch.Tensor]:
+        """The CPU's reused float32 batch for a group's crops (None on accelerators): writing
+        into memory touched before spares the page faults of a fresh batch."""
+        if dense(device):
+            return None
+        shape = (len(group.crops) * batch, 3, group.size, group.size)
+        if shape not in self._scratch:
+            self._scratch[shape] = torch.empty(shape, dtype=torch.float32)
+        return self._scratch[shape]
+
     @staticmethod
-    def _crop(x: torch.Tensor, group: CropGroup, p: Params) -> torch.Tensor:
+    def _crop(x: torch.Tensor, group: CropGroup, p: Params,
+              scratch: Optional[torch.Tensor]) -> torch.Tensor:
         """(G, B, 3, S, S) float32 grey levels."""
         if not group.rrc:
             return resize_center_crop(x, group.size, group.interpolation).expand(
                 len(group.crops), *x.shape[:2], group.size, group.size)
-        return resized_crop(x, p.boxes(x.shape[-2], x.shape[-1]), group.size, group.interpolation)
+        return resized_crop(x, p.boxes(x.shape[-2], x.shape[-1]), group.size, group.interpolation,
+                            scratch)
 
     def pixels(self, y: torch.Tensor, group: CropGroup, p: Params) -> torch.Tensor:
         """Everything after the crop, on (G, B, 3, S, S) grey levels: jitter, grayscale, blur,
@@ -744,7 +785,7 @@ class BatchedMultiCrop:
         scale, shift = _norm(self.recipe.mean, self.recipe.std, y.device)
         if dense(y.device):
             return self._pixels(y, group, coins, values, schedule).view(shape).mul(scale).sub_(shift)
-        out = torch.empty(y.shape, dtype=torch.float32)
+        out = self.allocate(tuple(y.shape))
         step = max(1, CHUNK_VALUES // y[0].numel())
         for i in range(0, len(y), step):
             part = slice(i, i + step)

@@ -4,10 +4,11 @@ loaders of validation and the clean KNN bank. The images come from ``sources.py`
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .augmentations import build_eval_transform
 from .batched import DRAWS, BatchedMultiCrop
@@ -30,12 +31,22 @@ class DrawPerSample:
         return img, torch.rand(self.num_crops, DRAWS, dtype=torch.float64, generator=g)
 
 
+def worker_batch(shape: tuple[int, ...]) -> torch.Tensor:
+    """An empty float32 batch, in shared memory inside a DataLoader worker (as torch's
+    ``default_collate`` stacks there): the batch then reaches the training process without the
+    copy into shared memory that sending an ordinary tensor makes."""
+    if get_worker_info() is None:
+        return torch.empty(shape)
+    storage = torch.empty(0).untyped_storage()._new_shared(math.prod(shape) * 4)
+    return torch.empty(0).set_(storage).view(shape)
+
+
 class RecipeCollate:
     """A DataLoader worker's collate function: ``(index, (image, uniforms), target)`` samples to
     ``[indexes, [crop_1..crop_n], targets]``, every crop made by the batched recipe."""
 
     def __init__(self, recipe: Recipe) -> None:
-        self.crops = BatchedMultiCrop(recipe)
+        self.crops = BatchedMultiCrop(recipe, allocate=worker_batch)
 
     def __call__(self, samples: Sequence[tuple[int, tuple[torch.Tensor, torch.Tensor], int]]
                  ) -> list[Any]:
