@@ -637,6 +637,17 @@ def test_bad_batches():
             mc(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.Generator(device="cuda"))
 
 
+def test_a_compiled_recipe_runs_its_cpu_form_eagerly_on_the_cpu(cifar):
+    """Only the dense form compiles (the CPU form crops image by image); a compiled recipe given
+    CPU batches keeps making the eager crops, from the second batch on too."""
+    r = recipe(entry(color_jitter__prob=0.8, grayscale__prob=0.2, num_crops=2))
+    compiled, eager = B.BatchedMultiCrop(r, "inductor"), B.BatchedMultiCrop(r)
+    x = cifar[:32]
+    u = compiled.draw(len(x), gen(8))
+    for _ in range(2):
+        assert all(torch.equal(a, b) for a, b in zip(compiled.apply(x, u), eager.apply(x, u)))
+
+
 def test_apply_compiles_as_one_graph_and_gives_the_same_crops(cifar, monkeypatch):
     """``torch.compile(fullgraph=True, dynamic=False)`` accepts ``apply`` in the form accelerators
     run (no graph break, no host synchronisation: either would fail the capture) and the compiled

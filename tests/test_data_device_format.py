@@ -48,6 +48,21 @@ def test_device_format_runs_with_knn_and_writes_a_checkpoint(cifar_train, cifar_
     assert list(device_cache.glob("*.npy"))  # the decoded training images, cached
 
 
+def test_compiled_augmentations_are_a_gpu_option_the_cpu_notes_and_skips(cifar_train, tmp_path,
+                                                                          capsys, device_cache):
+    """``performance.compile_augmentations`` compiles the recipe's dense (GPU) form; on the CPU the
+    run says once that it is ignored and trains with the eager CPU form, past the second batch
+    (where a compiled CPU form would fail on its per-image crops)."""
+    cfg = device_cfg("simclr", cifar_train, tmp_path, device_cache,
+                     performance__compile_augmentations=True, limit_train_batches=3)
+    result = pretrain(cfg, trainer_kwargs={"logger": False})
+    assert result.checkpoint.name.endswith("-ep=0.ckpt")
+    notices = [line for line in capsys.readouterr().err.splitlines()
+               if "compile_augmentations" in line]
+    assert notices == ["notice: performance.compile_augmentations=true is ignored on the CPU (its "
+                       "form of the recipe runs eagerly; the compiled form is for GPUs)"]
+
+
 @pytest.mark.parametrize("override,message", [
     ("data.device.max_bytes=1000", "above data.device.max_bytes=1,000"),
     ("data.device.size=4", "data.device.size=4: must be at least 8"),

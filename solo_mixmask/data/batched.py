@@ -694,7 +694,8 @@ class BatchedMultiCrop:
         self.allocate = allocate
         self._scratch: dict[tuple[int, ...], torch.Tensor] = {}
         #: ``torch.compile(apply, fullgraph=True, dynamic=False)`` with this backend (e.g.
-        #: "inductor"), used from the second batch on: the first, eager, builds the tables
+        #: "inductor"), used from the second batch on: the first, eager, builds the tables. Only
+        #: the dense form compiles; batches on the CPU run its CPU form eagerly
         self._compiled = (None if compile_backend is None else
                           torch.compile(self._apply, fullgraph=True, dynamic=False,
                                         backend=compile_backend))
@@ -708,7 +709,7 @@ class BatchedMultiCrop:
     def apply(self, x: torch.Tensor, uniforms: torch.Tensor) -> list[torch.Tensor]:
         """The crops of ``x`` (B, 3, H, W) uint8 under ``uniforms`` (crops, B, DRAWS)."""
         _check_batch(x)
-        if self._compiled is not None and self._warm:
+        if self._compiled is not None and self._warm and dense(x.device):
             return self._compiled(x, uniforms)
         self._warm = True
         return self._apply(x, uniforms)

@@ -26,6 +26,7 @@ import math
 import mmap
 import multiprocessing
 import os
+import sys
 import tempfile
 import warnings
 import zlib
@@ -633,8 +634,12 @@ def build_device_loaders(spec: LoaderSpec) -> tuple[ResidentLoader, Optional[Res
     train = _arrays(spec, str(spec.data.train_path), True, bool(spec.data.no_labels))
     images = DeviceImages(train.images, train.targets, device)
     rows = training_rows(train.targets, spec.data, spec.seed, batch)
-    loader = ResidentLoader(images, batch, BatchedMultiCrop(
-        recipe, "inductor" if spec.compile_augmentations else None), seed=spec.seed, rows=rows)
+    if spec.compile_augmentations and not spec.gpu:
+        print("notice: performance.compile_augmentations=true is ignored on the CPU (its form of "
+              "the recipe runs eagerly; the compiled form is for GPUs)", file=sys.stderr)
+    compile_backend = "inductor" if spec.compile_augmentations and spec.gpu else None
+    loader = ResidentLoader(images, batch, BatchedMultiCrop(recipe, compile_backend),
+                            seed=spec.seed, rows=rows)
     val = bank = None
     if spec.held_out:
         held = _arrays(spec, str(spec.data.val_path), False)
