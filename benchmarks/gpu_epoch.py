@@ -5,8 +5,10 @@ mocov2plus{,_mixmask}.yaml``: summed symmetric loss, one shared queue, SplitBatc
 encoders, MoCo v1 head), ResNet-18, batch 512, bf16-mixed, channels_last, on the real CIFAR-10 training
 JPEGs standing in for CIFAR-100 (``data.dataset=cifar10``; 100 classes do not change the cost). For
 each method, ``data.format`` (``image_folder``: DataLoader workers, one per core but one; ``device``:
-uint8 images held on the GPU, crops made there in batches) and ``performance.compile`` (off, on), the
-engine's own ``pretrain()`` runs with a timing callback and reports:
+uint8 images held on the GPU, crops made there in batches) and ``performance.compile`` (off, on; on
+the device path "on" compiles the batched recipe too, ``performance.compile_augmentations``, so the
+data share of the compiled variants is the evidence for that key's default), the engine's own
+``pretrain()`` runs with a timing callback and reports:
 
 - seconds per 50,000-image epoch (97 steps of 512), scaled from ``--steps`` timed steps;
 - the share of the timed window spent on data: the gaps between one step's end (after the module's
@@ -150,6 +152,7 @@ def overrides(args: argparse.Namespace, method: str, fmt: str, compiled: bool, r
            f"optimizer.batch_size={args.batch}", f"accelerator={'gpu' if gpu else 'cpu'}",
            "devices=1", f"precision={args.precision}", "performance.channels_last=true",
            f"performance.compile={str(compiled).lower()}",
+           f"performance.compile_augmentations={str(compiled and fmt == 'device').lower()}",
            "max_epochs=2", f"limit_train_batches={max(args.steps, args.warmup)}",
            "knn_eval.enabled=false", "checkpoint.enabled=false", f"checkpoint.dir={work / 'runs'}",
            "auto_resume.enabled=false", "enable_progress_bar=false", "seed=0",
