@@ -78,6 +78,7 @@ def test_bad_device_settings(override, message, cifar_train, tmp_path, capsys, d
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a killed run and its resume (about 10 s); CI's long run
 def test_kill9_then_resume_replays_the_device_data_order(cifar_train, tmp_path, device_cache):
     """SIGKILL inside epoch 1, resumed from the end of epoch 0: the weights after epoch 2 equal
     the uninterrupted run's (same order, same batched crops, same masks). The uninterrupted and

@@ -94,6 +94,7 @@ def _assert_same(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a killed run and its resume (about 10 s); CI's long run
 def test_kill9_inside_an_epoch_then_auto_resume_is_bit_exact(cifar_train, tmp_path, reference,
                                                             one_thread):
     """SIGKILL inside epoch 1 (two loader workers): auto-resume finds the run (never a torn
@@ -134,6 +135,7 @@ def test_kill9_inside_an_epoch_then_auto_resume_is_bit_exact(cifar_train, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a killed run and its resume (about 10 s); CI's long run
 def test_ctrl_c_saves_the_step_and_resumes_to_the_same_weights(cifar_train, tmp_path, reference,
                                                                one_thread):
     """Ctrl-C inside epoch 1 (one loader worker): exit code 130, one line naming the saved
