@@ -577,11 +577,11 @@ def hflip(x: torch.Tensor) -> torch.Tensor:
     return x.flip(-1)
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(x / 255 - mean) / std`` as one multiply and one subtraction; float32, contiguous."""
-    m = torch.tensor([float(v) for v in mean], device=x.device).view(-1, 1, 1)
-    s = torch.tensor([float(v) for v in std], device=x.device).view(-1, 1, 1)
-    return (x * (1.0 / (255.0 * s)) - m / s).contiguous()
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+              out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``(x / 255 - mean) / std`` as one multiply and one subtraction (into ``out`` when given)."""
+    scale, shift = _norm(tuple(float(v) for v in mean), tuple(float(v) for v in std), x.device)
+    return torch.mul(x, scale, out=out).sub_(shift)
 
 
 # ------------------------------------------------------------------------------------ the recipe
@@ -783,16 +783,16 @@ class BatchedMultiCrop:
         values = p.values.reshape(-1, DRAWS)
         schedule = jitter_schedule(p.factors.reshape(-1, 4).to(y.device),
                                    p.order.reshape(-1, 4).to(y.device))
-        scale, shift = _norm(self.recipe.mean, self.recipe.std, y.device)
+        mean, std = self.recipe.mean, self.recipe.std
         if dense(y.device):
-            return self._pixels(y, group, coins, values, schedule).view(shape).mul(scale).sub_(shift)
+            return normalize(self._pixels(y, group, coins, values, schedule).view(shape), mean, std)
         out = self.allocate(tuple(y.shape))
         step = max(1, CHUNK_VALUES // y[0].numel())
         for i in range(0, len(y), step):
             part = slice(i, i + step)
             chunk = self._pixels(y[part], group, coins[part], values[part],
                                  tuple(c[part] for c in schedule))
-            torch.mul(chunk, scale, out=out[part]).sub_(shift)
+            normalize(chunk, mean, std, out[part])
         return out.view(shape)
 
     @staticmethod
