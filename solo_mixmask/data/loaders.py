@@ -35,10 +35,11 @@ def worker_batch(shape: tuple[int, ...]) -> torch.Tensor:
     """An empty float32 batch, in shared memory inside a DataLoader worker (as torch's
     ``default_collate`` stacks there): the batch then reaches the training process without the
     copy into shared memory that sending an ordinary tensor makes."""
+    empty = torch.empty(0, dtype=torch.float32)
     if get_worker_info() is None:
-        return torch.empty(shape)
-    storage = torch.empty(0).untyped_storage()._new_shared(math.prod(shape) * 4)
-    return torch.empty(0).set_(storage).view(shape)
+        return empty.new_empty(shape)
+    storage = empty.untyped_storage()._new_shared(math.prod(shape) * empty.element_size())
+    return empty.set_(storage).view(shape)
 
 
 class RecipeCollate:

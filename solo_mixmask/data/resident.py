@@ -637,9 +637,8 @@ def build_device_loaders(spec: LoaderSpec) -> tuple[ResidentLoader, Optional[Res
     if spec.compile_augmentations and not spec.gpu:
         print("notice: performance.compile_augmentations=true is ignored on the CPU (its form of "
               "the recipe runs eagerly; the compiled form is for GPUs)", file=sys.stderr)
-    compile_backend = "inductor" if spec.compile_augmentations and spec.gpu else None
-    loader = ResidentLoader(images, batch, BatchedMultiCrop(recipe, compile_backend),
-                            seed=spec.seed, rows=rows)
+    loader = ResidentLoader(images, batch, BatchedMultiCrop(
+        recipe, "inductor" if spec.compile_augmentations else None), seed=spec.seed, rows=rows)
     val = bank = None
     if spec.held_out:
         held = _arrays(spec, str(spec.data.val_path), False)
