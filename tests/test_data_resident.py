@@ -395,6 +395,21 @@ def test_eval_loader_resizes_like_build_eval_transform_above_64px(imagenette_tra
     assert torch.allclose(x, ref, atol=1e-5)
 
 
+def test_eval_loader_at_the_native_size_above_64px_evaluates_what_the_file_path_does(
+        imagenette_train):
+    """Above 64 px the validation transform resizes to crop/0.875 and centre-crops even when the
+    images already have the crop's size: the device format must see the same pixels."""
+    images, targets = decode_all(scan_image_folder(imagenette_train), size=96, progress=False)
+    loader = ResidentEvalLoader(DeviceImages(images, targets, "cpu"), 40, MEAN, STD, crop_size=96)
+    x = torch.cat([b[0] for b in loader])
+    ref_t = build_eval_transform(96, MEAN, STD)  # resize 110, crop 96
+    ref = torch.stack([ref_t(torch.as_tensor(img)) for img in images])
+    plain = (torch.as_tensor(images).float() / 255 - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(
+        STD).view(3, 1, 1)
+    assert not torch.allclose(ref, plain, atol=1e-2)  # the transform does change these pixels
+    assert torch.equal(x, ref)
+
+
 def test_the_bank_shares_the_training_images(cifar_arrays):
     images = DeviceImages(*cifar_arrays, "cpu")
     train = ResidentLoader(images, 50, no_crops)

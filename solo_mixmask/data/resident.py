@@ -38,11 +38,15 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+from tqdm import tqdm
 
 from ..config.schema import DeviceDataConfig
 from ..errors import DataError
+from .augmentations import build_eval_transform, to_normalised
 from .batched import BatchedMultiCrop
-from .datasets import ImageList
+from .datasets import ImageList, decode_image
 from .sampling import EpochSampler, mix_seed
 from .sources import image_source, training_rows
 from .spec import LoaderSpec
@@ -56,32 +60,8 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 
 
 # ----------------------------------------------------------------------------------------- decoding
-def _read_rgb(path: str) -> torch.Tensor:
-    """One file as uint8 (3, H, W): libjpeg-turbo/libpng through torchvision, PIL for other formats.
-
-    The bytes are read in Python: for 32 px images this is twice as fast as ``torchvision.io.read_file``.
-    """
-    from torchvision.io import ImageReadMode, decode_image
-
-    with open(path, "rb") as f:
-        data = bytearray(f.read())
-    try:
-        return decode_image(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
-    except RuntimeError:
-        import io
-
-        from PIL import Image
-        from torchvision.transforms.v2.functional import pil_to_tensor
-
-        with Image.open(io.BytesIO(bytes(data))) as img:
-            return pil_to_tensor(img.convert("RGB"))
-
-
 def _resize_square(img: torch.Tensor, size: int) -> torch.Tensor:
     """Shorter side to ``size`` (bicubic, antialiased), then the centre ``size`` x ``size`` crop."""
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as F
-
     if tuple(img.shape[-2:]) == (size, size):
         return img
     img = F.resize(img, [size], interpolation=InterpolationMode.BICUBIC, antialias=True)
@@ -94,7 +74,7 @@ def _decode_into(out: np.ndarray, paths: Sequence[str], start: int,
     expected = tuple(out.shape[1:])
     for j, path in enumerate(paths):
         try:
-            img = _read_rgb(path)
+            img = decode_image(path)
         except Exception as exc:  # noqa: BLE001 - any decoder failure names the file
             return ("corrupt", start + j, f"{type(exc).__name__}: {exc}".splitlines()[0])
         if size is not None:
@@ -219,7 +199,7 @@ def _decode(source: Any, size: Optional[int], workers: Optional[int], backend: s
 
     # the first image fixes the size (and shows an unreadable file before anything is allocated)
     try:
-        first = _read_rgb(paths[0])
+        first = decode_image(paths[0])
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"cannot read image {paths[0]}: {exc}".splitlines()[0]) from None
     if size is not None:
@@ -242,8 +222,6 @@ def _decode(source: Any, size: Optional[int], workers: Optional[int], backend: s
         out = np.frombuffer(buf, dtype=np.uint8, count=n * 3 * h * w).reshape(shape)
     else:
         out = np.empty(shape, dtype=np.uint8)
-
-    from tqdm import tqdm
 
     problems: list[tuple[str, int, Any]] = []
     bar = tqdm(total=n, unit="img", desc="decoding images", disable=not progress, leave=False)
@@ -575,10 +553,10 @@ class ResidentLoader:
 class ResidentEvalLoader:
     """Unaugmented ``(x_float, targets)`` batches in dataset order, for validation or a KNN bank.
 
-    The default transform mirrors :func:`solo_mixmask.data.augmentations.build_eval_transform`: at the
-    native size only ``/255`` and normalisation; with a different ``crop_size`` first resize (to
-    ``crop_size``, or ``crop_size/0.875`` above 64 px; bicubic, antialiased) and centre-crop. Every
-    rank evaluates the whole set (nothing is sharded).
+    With ``crop_size`` each batch goes through the file path's validation transform
+    (:func:`~solo_mixmask.data.augmentations.build_eval_transform`: resize, centre crop,
+    normalisation), so both formats evaluate the same pixels; without, only the normalisation.
+    Every rank evaluates the whole set (nothing is sharded).
     """
 
     def __init__(self, images: DeviceImages, batch_size: int, mean: Sequence[float],
@@ -589,31 +567,18 @@ class ResidentEvalLoader:
             raise DataError(f"mean and std need 3 values, std positive; got {list(mean)}, {list(std)}")
         self.images = images
         self.batch_size = int(batch_size)
-        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
-        self.crop_size = int(crop_size) if crop_size is not None else None
+        self.transform: Callable[[torch.Tensor], torch.Tensor] = (
+            to_normalised(mean, std) if crop_size is None
+            else build_eval_transform(int(crop_size), mean, std))
 
     def __len__(self) -> int:
         return math.ceil(self.images.num_images / self.batch_size)
 
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (B,3,H,W) -> float, resized/cropped when ``crop_size`` differs, then normalised."""
-        if self.crop_size is not None and tuple(x.shape[-2:]) != (self.crop_size, self.crop_size):
-            from torchvision.transforms.v2 import InterpolationMode
-            from torchvision.transforms.v2 import functional as F
-
-            c = self.crop_size
-            resize = c if c <= 64 else int(round(c / 0.875))
-            x = F.resize(x, [resize], interpolation=InterpolationMode.BICUBIC, antialias=True)
-            x = F.center_crop(x, [c, c])
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        # the same operations as ToDtype(scale=True) + Normalize, so results match bit for bit
-        return x.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, targets = self.images.get()
         for s in range(0, len(images), self.batch_size):
-            yield self.normalise(images[s:s + self.batch_size]), targets[s:s + self.batch_size]
+            yield (self.transform(images[s:s + self.batch_size]),
+                   targets[s:s + self.batch_size])
 
 
 # ----------------------------------------------------------------------------- from a config
