@@ -77,7 +77,10 @@ from device_env import REPO, BadInput, bootstrap, commit, data_root, run_main, s
 
 PAPER = REPO / "scripts" / "pretrain" / "paper" / "cifar100"
 CONFIGS = {"mocov2plus": "mocov2plus.yaml", "mixmask_mocov2plus": "mocov2plus_mixmask.yaml"}
-FORMATS = ("image_folder", "device")
+#: ``device_ahead``: the device path with ``performance.augment_ahead`` (batch b+1's crops on a side
+#: stream while batch b trains), measured on request and by the window, against ``device``
+FORMATS = ("image_folder", "device", "device_ahead")
+DEFAULT_FORMATS = ("image_folder", "device")
 EPOCH_IMAGES = 50_000  # CIFAR-10/100 training set
 JSON_NAME, LOG_NAME = "gpu_epoch.json", "gpu_epoch.log"
 
@@ -147,12 +150,14 @@ def overrides(args: argparse.Namespace, method: str, fmt: str, compiled: bool, r
     """The paper config as given, except for the data, the run length and what is measured."""
     gpu = args.device == "cuda"
     out = ["data.dataset=cifar10", f"data.train_path={root}", "data.val_path=null",
-           f"data.format={fmt}", f"data.num_workers={args.workers}",
+           f"data.format={'device' if fmt == 'device_ahead' else fmt}",
+           f"performance.augment_ahead={str(fmt == 'device_ahead').lower()}",
+           f"data.num_workers={args.workers}",
            f"data.device.cache_dir={work / 'resident'}",
            f"optimizer.batch_size={args.batch}", f"accelerator={'gpu' if gpu else 'cpu'}",
            "devices=1", f"precision={args.precision}", "performance.channels_last=true",
            f"performance.compile={str(compiled).lower()}",
-           f"performance.compile_augmentations={str(compiled and fmt == 'device').lower()}",
+           f"performance.compile_augmentations={str(compiled and fmt != 'image_folder').lower()}",
            "max_epochs=2", f"limit_train_batches={max(args.steps, args.warmup)}",
            "knn_eval.enabled=false", "checkpoint.enabled=false", f"checkpoint.dir={work / 'runs'}",
            "auto_resume.enabled=false", "enable_progress_bar=false", "seed=0",
@@ -402,6 +407,9 @@ def derive(out: dict[str, Any]) -> None:
         if fmt == "device":
             pair(f"{method}/{mode}: image_folder / device",
                  variants.get(variant_name(method, "image_folder", comp, rnd), {}), r)
+        if fmt == "device_ahead":
+            pair(f"{method}/{mode}: device / device_ahead",
+                 variants.get(variant_name(method, "device", comp, rnd), {}), r)
         if comp:
             pair(f"{method}/{fmt}: eager / compile",
                  variants.get(variant_name(method, fmt, False, rnd), {}), r)
@@ -516,7 +524,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="DataLoader workers of the image_folder path (default: cores - 1)")
     ap.add_argument("--methods", default=",".join(CONFIGS))
-    ap.add_argument("--formats", default=",".join(FORMATS))
+    ap.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
+                    help=f"of {', '.join(FORMATS)}")
     ap.add_argument("--compile", default="off,on", help="off, on or off,on")
     ap.add_argument("--isolate", choices=("process", "none"), default=None,
                     help="one process per variant (default on a GPU) or all in this one (default "

@@ -63,6 +63,26 @@ def test_compiled_augmentations_are_a_gpu_option_the_cpu_notes_and_skips(cifar_t
                        "form of the recipe runs eagerly; the compiled form is for GPUs)"]
 
 
+def test_augment_ahead_trains_the_same_weights_and_notes_the_cpu(cifar_train, tmp_path, capsys,
+                                                                  device_cache):
+    """``performance.augment_ahead`` makes each batch one step early (on a side stream on a GPU):
+    on the CPU, in line, with one notice, and the run ends with the weights of the run without
+    it."""
+    def run(folder, **kw):
+        cfg = device_cfg("mixmask_byol", cifar_train, tmp_path / folder, device_cache,
+                         limit_train_batches=4, **kw)
+        result = pretrain(cfg, trainer_kwargs={"logger": False})
+        return torch.load(result.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+
+    plain = run("plain")
+    assert "augment_ahead" not in capsys.readouterr().err
+    ahead = run("ahead", performance__augment_ahead=True)
+    notices = [line for line in capsys.readouterr().err.splitlines() if "augment_ahead" in line]
+    assert notices == ["notice: performance.augment_ahead=true has no side stream on the CPU: "
+                       "each batch is made one batch early in line, the same batches"]
+    assert [k for k in plain if not torch.equal(plain[k], ahead[k])] == []
+
+
 @pytest.mark.parametrize("override,message", [
     ("data.device.max_bytes=1000", "above data.device.max_bytes=1,000"),
     ("data.device.size=4", "data.device.size=4: must be at least 8"),

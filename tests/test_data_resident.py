@@ -347,6 +347,24 @@ def test_determinism_and_resume_at_any_batch(cifar_arrays):
     assert not same_batches(epoch(make(seed=6), 0), run_a[0])
 
 
+def test_batches_made_ahead_are_the_same_batches(cifar_arrays):
+    """``ahead`` (``performance.augment_ahead``) changes when a batch is made, not what it holds:
+    every epoch and a restored mid-epoch position give the in-line loader's batches."""
+    def make(ahead):
+        return loader_of(cifar_arrays, 50, FlipNormalise(2), seed=5, ahead=ahead)
+
+    inline, ahead = make(False), make(True)
+    for e in (0, 1):
+        assert same_batches(epoch(ahead, e), epoch(inline, e))
+    inline.load_state_dict({"epoch": 2, "batch": 3})
+    ahead.load_state_dict({"epoch": 2, "batch": 3})
+    assert same_batches(batches(ahead), batches(inline))
+    calls = []
+    counting = loader_of(cifar_arrays, 50, lambda x, g: calls.append(1) or [], seed=5, ahead=True)
+    n = len(counting)
+    assert [len(calls) for _ in counting] == [min(b + 2, n) for b in range(n)]  # one batch early
+
+
 def test_the_epoch_is_read_at_the_first_batch(cifar_arrays):
     """An iterator that is never consumed (Lightning's iterability check) changes nothing, and a
     set_epoch between iter() and the first batch applies (Lightning's order of calls)."""

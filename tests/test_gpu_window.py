@@ -145,7 +145,7 @@ def test_window_calibrates_measures_and_runs_cells_through_the_probe(device, win
     assert state["epochs_source"] == "calibrated in this window"
     assert cal["linear_top1"] is not None and cal["probe_seconds"] > 0
     assert parts["speed"]["summary"]["complete"], parts["speed"]
-    assert len(parts["speed"]["summary"]["variants"]) == 6
+    assert len(parts["speed"]["summary"]["variants"]) == len(gpu_window.SPEED_VARIANTS) == 7
     speed = json.loads(archive(out)["speed/gpu_epoch.json"])
     assert speed["torch"] and speed["commit"] == state["commit"] and speed["device"].startswith("cpu")
     assert speed["settings"]["steps_per_epoch"] == 50_000 // speed["settings"]["batch"]
@@ -163,7 +163,7 @@ def test_window_calibrates_measures_and_runs_cells_through_the_probe(device, win
         "mocov2plus/eager: image_folder / device", "mixmask_mocov2plus/eager: image_folder / device",
         "device/eager: MixMask / vanilla", "image_folder/eager: MixMask / vanilla",
         "mocov2plus/device: eager / compile", "mixmask_mocov2plus/device: eager / compile",
-        "device/compile: MixMask / vanilla"}
+        "device/compile: MixMask / vanilla", "mixmask_mocov2plus/eager: device / device_ahead"}
     cells = [p for p in state["parts"] if p["part"].startswith("cell:") and p["status"] == "done"]
     assert [p["part"] for p in cells] == ["cell:a-moco-demo"]
     assert state["parts"][-1] == {"part": "cell:moco-vanilla-s0",
@@ -286,7 +286,7 @@ def test_ingest_puts_a_window_into_the_docs_and_renders_the_report(device, windo
     report = (records / "report.md").read_text()
     assert "moco-demo" in report and (records / "curves.png").is_file()
     speed = json.loads((speed_root / "gpu-cpu" / "gpu_epoch.json").read_text())
-    assert len(speed["variants"]) == 6
+    assert len(speed["variants"]) == 7
     text = doc.read_text()
     block = text.split("<!-- gpu_window:speed begin -->")[1].split("<!-- gpu_window:speed end -->")[0]
     assert f"#### {speed['device']}" in block and "| mixmask_mocov2plus | device | on |" in block

@@ -303,6 +303,8 @@ class PerformanceConfig:
     compile: bool = False
     #: data.format=device: compile the batched recipe (torch.compile, fullgraph), after one eager batch
     compile_augmentations: bool = False
+    #: data.format=device: make batch b+1's crops on a second CUDA stream while batch b trains
+    augment_ahead: bool = False
     pin_memory: Any = opt("auto", check=check_auto_or_bool)
     persistent_workers: bool = True
     prefetch_factor: int = opt(2, ge=1)

@@ -415,11 +415,6 @@ def shard_of(num_nodes: int = 1) -> tuple[int, int]:
     return int(os.environ.get("NODE_RANK", "0")) * per_node + local, world
 
 
-def shard_range(n: int, shard_id: int, num_shards: int) -> tuple[int, int]:
-    """The reader's split of ``n`` files: shard i holds ``[n*i//S, n*(i+1)//S)``."""
-    return n * shard_id // num_shards, n * (shard_id + 1) // num_shards
-
-
 # ----------------------------------------------------------------------------------------- loader
 class DALIPretrainLoader:
     """An iterable of pretraining batches with a length, for Lightning's ``fit``.

@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from ..config.schema import DeviceDataConfig
 from ..errors import DataError
+from ..utils.streams import made_ahead
 from .augmentations import build_eval_transform, to_normalised
 from .batched import BatchedMultiCrop
 from .datasets import ImageList, decode_image
@@ -496,17 +497,20 @@ class ResidentLoader:
     a device generator seeded by ``(seed, e, r, b)``, so a run resumed at any batch boundary repeats
     the uninterrupted run exactly. ``rows`` are the image rows trained on (a ``data.fraction`` subset;
     default all), reported as the dataset indexes of the batch. The tail of an epoch is dropped.
+    ``ahead``: each batch is made one batch early, on a side stream on a CUDA device (``made_ahead``),
+    inline elsewhere; the batches are the same.
     """
 
     def __init__(self, images: DeviceImages, batch_size: int, transform: Transform,
                  seed: int = 0, rows: Optional[Sequence[int]] = None, rank: Optional[int] = None,
-                 world_size: Optional[int] = None) -> None:
+                 world_size: Optional[int] = None, ahead: bool = False) -> None:
         if int(batch_size) <= 0:
             raise DataError(f"batch_size must be positive, got {batch_size}")
         self.images = images
         self.batch_size = int(batch_size)
         self.transform = transform
         self.seed = int(seed)
+        self.ahead = bool(ahead)
         rows = list(range(images.num_images)) if rows is None else [int(r) for r in rows]
         self.sampler = EpochSampler(rows, self.batch_size, seed=self.seed, rank=rank,
                                     world_size=world_size)
@@ -542,12 +546,20 @@ class ResidentLoader:
         epoch, positions, first = self.sampler.take_epoch()
         order = self._rows[torch.as_tensor(positions, device=device)]
         rank = self.sampler.rank
-        for b in range(len(order) // self.batch_size):
+
+        def batch(b: int) -> list[Any]:
             rows = order[b * self.batch_size:(b + 1) * self.batch_size]
             gen = torch.Generator(device=device)
             gen.manual_seed(mix_seed(self.seed, epoch, rank, first + b))
             crops = list(self.transform(images.index_select(0, rows), gen))
-            yield [rows, crops, targets.index_select(0, rows)]
+            return [rows, crops, targets.index_select(0, rows)]
+
+        count = len(order) // self.batch_size
+        if not self.ahead:
+            yield from map(batch, range(count))
+            return
+        yield from made_ahead(batch, count,
+                              torch.cuda.Stream(device) if device.type == "cuda" else None)
 
 
 class ResidentEvalLoader:
@@ -602,8 +614,12 @@ def build_device_loaders(spec: LoaderSpec) -> tuple[ResidentLoader, Optional[Res
     if spec.compile_augmentations and not spec.gpu:
         print("notice: performance.compile_augmentations=true is ignored on the CPU (its form of "
               "the recipe runs eagerly; the compiled form is for GPUs)", file=sys.stderr)
+    if spec.augment_ahead and not spec.gpu:
+        print("notice: performance.augment_ahead=true has no side stream on the CPU: each batch is "
+              "made one batch early in line, the same batches", file=sys.stderr)
     loader = ResidentLoader(images, batch, BatchedMultiCrop(
-        recipe, "inductor" if spec.compile_augmentations else None), seed=spec.seed, rows=rows)
+        recipe, "inductor" if spec.compile_augmentations else None), seed=spec.seed, rows=rows,
+        ahead=spec.augment_ahead)
     val = bank = None
     if spec.held_out:
         held = _arrays(spec, str(spec.data.val_path), False)

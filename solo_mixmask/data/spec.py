@@ -41,6 +41,7 @@ class LoaderSpec:
     num_nodes: int
     progress: bool  # show progress bars (the device format's one-time decode)
     compile_augmentations: bool
+    augment_ahead: bool  # the device format's crops one batch ahead, on a side stream on GPUs
 
     @classmethod
     def from_config(cls, cfg: DictConfig, gpu: bool) -> LoaderSpec:
@@ -51,7 +52,8 @@ class LoaderSpec:
             workers=worker_kwargs(cfg.data, cfg.performance, gpu),
             clean_bank=bool(cfg.knn_eval.enabled) and cfg.knn_eval.bank == "clean",
             dali=cfg.dali, num_nodes=int(cfg.num_nodes), progress=bool(cfg.enable_progress_bar),
-            compile_augmentations=bool(cfg.performance.compile_augmentations))
+            compile_augmentations=bool(cfg.performance.compile_augmentations),
+            augment_ahead=bool(cfg.performance.augment_ahead))
 
     @property
     def eval_crop(self) -> int:
