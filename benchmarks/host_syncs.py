@@ -80,6 +80,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.overrides import TorchFunctionMode
 
 import solo_mixmask
+from solo_mixmask.utils.streams import tensors_in
 
 PACKAGE = Path(solo_mixmask.__file__).resolve().parent
 _ROOT = PACKAGE.parent
@@ -122,17 +123,6 @@ class HostSyncs:
     @property
     def locations(self) -> list[str]:
         return [str(e) for e in self.events]
-
-
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
 
 
 def _location() -> str:
@@ -211,7 +201,7 @@ class _SyncMode(TorchFunctionMode):
         """The kind of synchronisation this call makes, or None."""
         name = getattr(func, "__name__", "")
         this = args[0] if args else None
-        if name in VALUE_READS and any(self.on_device(t) for t in _tensors(args)):
+        if name in VALUE_READS and any(self.on_device(t) for t in tensors_in(args)):
             return f"value read ({name})"
         if name in DATA_SIZED and self.on_device(this):
             return f"data-dependent size ({name})"
@@ -219,10 +209,10 @@ class _SyncMode(TorchFunctionMode):
             return "data-dependent size (where)"
         if name in ("__getitem__", "__setitem__", "index_put", "index_put_") and any(
                 t.dtype in (torch.bool, torch.uint8) and self.on_device(t)
-                for t in _tensors(args[1:2])):
+                for t in tensors_in(args[1:2])):
             return f"data-dependent size (boolean index, {name})"
         if name in ("__getitem__", "__setitem__") and self.on_device(this) and any(
-                t.ndim and not self.on_device(t) for t in _tensors(args[1:3])):
+                t.ndim and not self.on_device(t) for t in tensors_in(args[1:3])):
             return f"blocking host-to-device copy (host index or value, {name})"
         if name in ("cpu", "to", "cuda") and isinstance(this, torch.Tensor):
             return self._copy(name, this, args, kwargs)
@@ -234,7 +224,7 @@ class _SyncMode(TorchFunctionMode):
             if blocking and self.on_device(this) and not self.on_device(src):
                 return "blocking host-to-device copy (copy_)"
         if name in COPY_FACTORIES and kwargs.get("device") is not None and self._target_on_device(
-                kwargs["device"]) and not any(self.on_device(t) for t in _tensors(args[:1])):
+                kwargs["device"]) and not any(self.on_device(t) for t in tensors_in(args[:1])):
             return f"blocking host-to-device copy (torch.{name})"
         if name == "new_tensor" and self.on_device(this):
             return "blocking host-to-device copy (new_tensor)"
@@ -268,8 +258,8 @@ class _SyncMode(TorchFunctionMode):
             return self.on_device(this) if device is None else self._target_on_device(target)
         if kwargs.get("device") is not None:
             return self._target_on_device(kwargs["device"])
-        return any(self.on_device(t) for t in _tensors(args)) or any(
-            self.on_device(t) for t in _tensors(kwargs))
+        return any(self.on_device(t) for t in tensors_in(args)) or any(
+            self.on_device(t) for t in tensors_in(kwargs))
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (),
                            kwargs: Optional[dict] = None) -> Any:
@@ -282,7 +272,7 @@ class _SyncMode(TorchFunctionMode):
         if self.caught is not None and len(self.caught) > start:
             self._take_cuda_warnings(start, func, counted=kind is not None)
         if self.simulated and self._result_on_device(func, args, kwargs):
-            for t in _tensors(out):
+            for t in tensors_in(out):
                 self.device.add(t)
         return out
 
@@ -331,7 +321,7 @@ def count_host_syncs(*device_tensors: torch.Tensor,
 
 def step_tensors(model: torch.nn.Module, batch: Any) -> list[torch.Tensor]:
     """What lives on the device when a training step starts: parameters, buffers, the batch."""
-    return [*model.parameters(), *model.buffers(), *_tensors(batch)]
+    return [*model.parameters(), *model.buffers(), *tensors_in(batch)]
 
 
 class StepSyncs(Callback):
